@@ -1,0 +1,19 @@
+"""Inference algorithms. Each has ``init(program, batch, seed) -> state`` and
+``step(state, batch) -> (state, info)``; ``ppgen.fit`` owns the loop around them.
+
+- :class:`ClosedForm` — maximum likelihood by formula (PPCA).
+- :class:`EM` — expectation–maximisation (PPCA).
+- :class:`SVI` — stochastic variational inference with a choice of ELBO and guide.
+- :class:`NUTS`, :class:`HMC` — Hamiltonian Monte Carlo.
+
+Every object states which models it serves; a mismatch is refused before any work with an
+error naming what would work.
+"""
+
+from .base import Inference, Result
+from .closed_form import ClosedForm
+from .em import EM
+from .mcmc import HMC, NUTS
+from .svi import SVI
+
+__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC"]

@@ -1,0 +1,500 @@
+"""Stochastic variational inference: one algorithm, swappable ELBOs and guides, both backends.
+
+The loss and the guide are arguments, not subclasses:
+
+- ``elbo``: ``"trace"`` (Monte Carlo ELBO), ``"meanfield"`` (analytic KL where the backend
+  has it), ``"renyi"`` (Rényi bound with ``alpha``; alpha=0 is the IWAE bound),
+  ``"enum"`` (discrete latents summed out), or a custom loss (see below).
+- ``guide``: a family's local guides (``"amortized"``, ``"per_example"``: point estimates of
+  the global parameters, a distribution over each example's latent), or an automatic guide over
+  the global latents of a Bayesian form (``"normal"``, ``"multivariate_normal"`` (full rank),
+  ``"low_rank_normal"``, ``"delta"`` (MAP)). ``"auto"`` picks the family's first local guide,
+  else ``"normal"``; a user Program's own guide is used when it has one.
+
+A custom loss is a callable ``loss(program, batch, **extra) -> scalar`` where ``program`` has
+``.model`` and ``.guide`` (called with the batch keywords). In the Pyro backend it returns a
+differentiable tensor; in the NumPyro backend ``extra`` holds ``params`` (the constrained
+parameters) and ``rng_key``, and it must be a pure function of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Literal, NamedTuple, Optional
+
+import numpy as np
+
+from ppgen.backends import get_backend
+from ppgen.errors import ConfigError
+
+from .base import Inference, Result
+
+__all__ = ["SVI", "SVIInfo", "ELBOS", "LOCAL_GUIDES", "GLOBAL_GUIDES"]
+
+ELBOS = ("trace", "meanfield", "renyi", "enum")
+LOCAL_GUIDES = ("amortized", "per_example")
+GLOBAL_GUIDES = ("normal", "multivariate_normal", "low_rank_normal", "delta")
+
+
+class SVIInfo(NamedTuple):
+    loss: float  # negative ELBO of the minibatch, scaled to the data set, per training example
+
+
+@dataclasses.dataclass(frozen=True)
+class SVI(Inference):
+    """Stochastic variational inference (Hoffman et al. 2013; Kingma & Welling 2014).
+
+    Maximises an evidence lower bound over the guide's (and the model's) parameters with
+    Adam on minibatches.
+
+    Args:
+        elbo: ``"trace"``, ``"meanfield"``, ``"renyi"``, ``"enum"`` or a custom loss callable.
+        guide: ``"auto"``, a local guide of the family, or an automatic global guide.
+        steps: optimisation steps (ignored when ``epochs`` is set).
+        epochs: passes over the training set; sets ``steps = epochs * ceil(N / batch_size)``.
+        batch_size: examples per step; None means the whole training set.
+        lr: Adam's learning rate.
+        lr_decay: the learning rate decays exponentially to ``lr * lr_decay`` at the last step.
+        optimizer: ``"adam"`` or ``"clipped_adam"`` (gradient norm clipped to ``clip_norm``).
+        clip_norm: the clipping norm of ``"clipped_adam"``.
+        num_particles: Monte Carlo samples of the ELBO per step.
+        alpha: the Rényi divergence's alpha (``elbo="renyi"``); 0 gives the IWAE bound.
+        rank: rank of ``"low_rank_normal"`` (None: about sqrt of the number of latents).
+        init_scale: initial standard deviation of automatic guides.
+        num_samples: guide draws kept as the posterior (Bayesian forms).
+
+    Example:
+        >>> fit = ppgen.fit(models.PPCA(64, 8), data, inference.SVI(elbo="meanfield", steps=3000))
+    """
+
+    elbo: Any = "trace"
+    guide: Literal["auto", "amortized", "per_example", "normal", "multivariate_normal",
+                   "low_rank_normal", "delta"] = "auto"
+    steps: int = 2000
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: float = 1e-2
+    lr_decay: float = 1.0
+    optimizer: Literal["adam", "clipped_adam"] = "adam"
+    clip_norm: float = 10.0
+    num_particles: int = 1
+    alpha: float = 0.0
+    rank: Optional[int] = None
+    init_scale: float = 0.1
+    num_samples: int = 1000
+
+    name: ClassVar[str] = "svi"
+    title: ClassVar[str] = "SVI"
+    full_batch: ClassVar[bool] = False
+
+    def _validate(self):
+        if not callable(self.elbo) and self.elbo not in ELBOS:
+            from ppgen.config import suggest
+
+            raise ConfigError(f"SVI.elbo={self.elbo!r} is not one of {list(ELBOS)} or a loss "
+                              f"function.{suggest(self.elbo, ELBOS)}")
+        for name in ("steps", "num_particles", "num_samples"):
+            self._require(getattr(self, name) >= 1, f"{name} must be at least 1; got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "rank"):
+            value = getattr(self, name)
+            self._require(value is None or value >= 1, f"{name} must be at least 1 or None; got {value}")
+        self._require(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive; got {self.lr}")
+        self._require(0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1]; got {self.lr_decay}")
+        self._require(self.clip_norm > 0, f"clip_norm must be positive; got {self.clip_norm}")
+        self._require(self.init_scale > 0, f"init_scale must be positive; got {self.init_scale}")
+        self._require(self.alpha != 1, "alpha=1 is the ordinary ELBO; use elbo='trace'")
+
+    # ---- compatibility ---------------------------------------------------------------
+    def form_for(self, model) -> str:
+        if model.family == "program":
+            if self.guide in LOCAL_GUIDES:
+                raise ConfigError(
+                    f"SVI(guide={self.guide!r}) is a guide of ppgen's model families; a user Program "
+                    f"brings its own guide, or uses guide='auto' or one of {list(GLOBAL_GUIDES)}")
+            return "user"
+        local = getattr(model, "local_guides", ())
+        if self.guide in LOCAL_GUIDES or (self.guide == "auto" and "latent" in model.forms):
+            if self.guide != "auto" and self.guide not in local:
+                self._refuse(model, f"it has no guide {self.guide!r} (its local guides: {list(local)})")
+            if "latent" not in model.forms:
+                self._refuse(model, "it has no per-example latent form")
+            return "latent"
+        if "bayesian" not in model.forms:
+            self._refuse(model, f"guide={self.guide!r} needs priors on the global parameters, and "
+                                f"this family has none; use guide='auto'")
+        return "bayesian"
+
+    def guide_for(self, model) -> Optional[str]:
+        if self.guide in LOCAL_GUIDES:
+            return self.guide
+        local = getattr(model, "local_guides", ())
+        return local[0] if (self.guide == "auto" and local) else None
+
+    def _auto_guide_name(self, program) -> Optional[str]:
+        if program.guide is not None:
+            return None
+        return "normal" if self.guide in ("auto",) + LOCAL_GUIDES else self.guide
+
+    # ---- loop sizes ------------------------------------------------------------------
+    def batch_size_for(self, num_data: int) -> int:
+        return min(self.batch_size or num_data, num_data)
+
+    def num_steps(self, num_data: int) -> int:
+        if self.epochs is not None:
+            return self.epochs * math.ceil(num_data / self.batch_size_for(num_data))
+        return self.steps
+
+    # ---- protocol ----------------------------------------------------------------------
+    def init(self, program, batch, seed):
+        impl = _PyroSVI if program.backend == "pyro" else _NumPyroSVI
+        return impl.init(self, program, batch, seed)
+
+    def step(self, state, batch):
+        return state["impl"].step(self, state, batch)
+
+    def evaluate(self, state, batch) -> float:
+        return state["impl"].evaluate(self, state, batch)
+
+    def result(self, state, batch=None) -> Result:
+        return state["impl"].result(self, state, batch)
+
+    def state_arrays(self, state):
+        return state["impl"].state_arrays(self, state)
+
+    def restore_state(self, state, arrays, meta):
+        return state["impl"].restore_state(self, state, arrays, meta)
+
+
+def _bind(program, fn):
+    """``fn`` called with the batch keywords it accepts, plus ``num_data``."""
+    if fn is None:
+        return None
+
+    def bound(**batch):
+        return fn(**program.call_args(fn, dict(batch, num_data=program.num_data)))
+
+    bound.__name__ = getattr(fn, "__name__", "program")
+    return bound
+
+
+class _ProgramView(NamedTuple):
+    model: Any
+    guide: Any
+
+
+def _latent_site_names(be, model, batch):
+    sites = be.trace(model, 0, **batch)
+    return [n for n, s in sites.items() if not s.get("is_observed") and not n.startswith("_")]
+
+
+# ======================================================================================
+# Pyro
+# ======================================================================================
+class _PyroSVI:
+    @staticmethod
+    def _elbo(svi: SVI):
+        import pyro.infer as pi
+
+        if callable(svi.elbo):
+            return svi.elbo
+        if svi.elbo == "trace":
+            return pi.Trace_ELBO(num_particles=svi.num_particles)
+        if svi.elbo == "meanfield":
+            return pi.TraceMeanField_ELBO(num_particles=svi.num_particles)
+        if svi.elbo == "renyi":
+            return pi.RenyiELBO(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
+        return pi.TraceEnum_ELBO(num_particles=svi.num_particles)
+
+    @staticmethod
+    def _auto_guide(svi: SVI, name: str, model):
+        import pyro.infer.autoguide as ag
+
+        init = ag.init_to_median
+        if name == "normal":
+            return ag.AutoNormal(model, init_loc_fn=init, init_scale=svi.init_scale)
+        if name == "multivariate_normal":
+            return ag.AutoMultivariateNormal(model, init_loc_fn=init, init_scale=svi.init_scale)
+        if name == "low_rank_normal":
+            return ag.AutoLowRankMultivariateNormal(model, init_loc_fn=init, init_scale=svi.init_scale,
+                                                    rank=svi.rank)
+        return ag.AutoDelta(model, init_loc_fn=init)
+
+    @classmethod
+    def _loss(cls, svi, state, batch, differentiable=True):
+        model, guide, elbo = state["model"], state["guide"], state["elbo"]
+        if callable(svi.elbo):
+            return elbo(_ProgramView(model, guide), batch)
+        if differentiable and hasattr(elbo, "differentiable_loss") and svi.elbo != "renyi":
+            return elbo.differentiable_loss(model, guide, **batch)
+        return None
+
+    @classmethod
+    def init(cls, svi: SVI, program, batch, seed):
+        import pyro
+        import torch
+
+        be = get_backend("pyro")
+        model = _bind(program, program.model)
+        auto = svi._auto_guide_name(program)
+        guide = cls._auto_guide(svi, auto, model) if auto else _bind(program, program.guide)
+        state = {"impl": cls, "program": program, "model": model, "guide": guide,
+                 "elbo": cls._elbo(svi), "store": {"params": {}, "constraints": {}}, "rng": None,
+                 "batch": batch}
+        store = pyro.get_param_store()
+        with store.scope(state["store"]), be.rng(state, seed):
+            loss = cls._loss(svi, state, batch)
+            if loss is None:
+                state["elbo"].loss(model, guide, **batch)
+        params = list(state["store"]["params"].values())
+        for p in params:
+            p.requires_grad_(True)
+        if svi.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=svi.lr)
+        else:
+            from pyro.optim.clipped_adam import ClippedAdam
+
+            opt = ClippedAdam(params, lr=svi.lr, clip_norm=svi.clip_norm)
+        gamma = svi.lr_decay ** (1.0 / max(svi.num_steps(program.num_data), 1))
+        state["optimizer"] = opt
+        state["schedule"] = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        return state
+
+    @classmethod
+    def step(cls, svi, state, batch):
+        import pyro
+
+        be = get_backend("pyro")
+        opt = state["optimizer"]
+        with pyro.get_param_store().scope(state["store"]), be.rng(state):
+            opt.zero_grad(set_to_none=True)
+            loss = cls._loss(svi, state, batch)
+            if loss is None:  # ELBOs without a differentiable loss do their own backward
+                value = state["elbo"].loss_and_grads(state["model"], state["guide"], **batch)
+            else:
+                loss.backward()
+                value = loss.item()
+            opt.step()
+            state["schedule"].step()
+        return state, SVIInfo(value / state["program"].num_data)
+
+    @classmethod
+    def evaluate(cls, svi, state, batch):
+        import pyro
+        import torch
+
+        be = get_backend("pyro")
+        rng = {"rng": None}
+        with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad():
+            if callable(svi.elbo):
+                value = float(cls._loss(svi, state, batch))
+            else:
+                value = state["elbo"].loss(state["model"], state["guide"], **batch)
+        return value / state["program"].num_data
+
+    @classmethod
+    def result(cls, svi, state, batch=None):
+        import pyro
+
+        be = get_backend("pyro")
+        program = state["program"]
+        with pyro.get_param_store().scope(state["store"]) as scope:
+            params = {name: be.to_numpy(pyro.param(name)) for name in scope["params"]}
+            posterior = None
+            if program.form in ("bayesian", "user"):
+                batch = batch or state["batch"]
+                posterior = _pyro_guide_draws(state["model"], state["guide"], batch, svi.num_samples)
+        if program.form == "bayesian" or (program.form == "user" and program.guide is None):
+            params = {}  # auto-guide internals are not model parameters
+        return Result(params=params, posterior=posterior)
+
+    @classmethod
+    def state_arrays(cls, svi, state):
+        be = get_backend("pyro")
+        names = list(state["store"]["params"])
+        arrays = {f"store/{n}": be.to_numpy(p) for n, p in state["store"]["params"].items()}
+        opt_state = state["optimizer"].state_dict()
+        meta = {"names": names, "param_groups": opt_state["param_groups"],
+                "schedule": state["schedule"].state_dict(), "optimizer_keys": {}}
+        for i, entry in opt_state["state"].items():
+            meta["optimizer_keys"][str(i)] = {}
+            for key, value in entry.items():
+                arr = be.to_numpy(value) if hasattr(value, "detach") else np.asarray(value)
+                arrays[f"optimizer/{i}/{key}"] = arr
+                meta["optimizer_keys"][str(i)][key] = bool(hasattr(value, "detach"))
+        arrays["rng"] = be.to_numpy(state["rng"])
+        return arrays, meta
+
+    @classmethod
+    def restore_state(cls, svi, state, arrays, meta):
+        import torch
+
+        params = state["store"]["params"]
+        if list(params) != meta["names"]:
+            from ppgen.errors import CheckpointError
+
+            raise CheckpointError(f"checkpoint parameters {meta['names']} do not match this "
+                                  f"program's {list(params)}")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(torch.as_tensor(arrays[f"store/{n}"]))
+        opt_state = {"state": {}, "param_groups": meta["param_groups"]}
+        for i, keys in meta["optimizer_keys"].items():
+            opt_state["state"][int(i)] = {
+                k: (torch.as_tensor(arrays[f"optimizer/{i}/{k}"]) if is_tensor
+                    else arrays[f"optimizer/{i}/{k}"].item()) for k, is_tensor in keys.items()}
+        state["optimizer"].load_state_dict(opt_state)
+        state["schedule"].load_state_dict(meta["schedule"])
+        state["rng"] = torch.as_tensor(arrays["rng"])
+        return state
+
+
+def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
+    """``num`` draws of the guide's latent sites plus the model's deterministic sites, each
+    shaped (1, num, ...) (one chain)."""
+    import torch
+    from pyro import poutine
+
+    be = get_backend("pyro")
+    out: dict = {}
+    with be.rng({"rng": None}, 0), torch.no_grad():
+        for _ in range(num):
+            guide_trace = poutine.trace(guide).get_trace(**batch)
+            values = {name: site["value"] for name, site in guide_trace.nodes.items()
+                      if site["type"] == "sample" and not site["is_observed"] and not name.startswith("_")}
+            model_trace = poutine.trace(poutine.condition(model, values)).get_trace(**batch)
+            for name, site in model_trace.nodes.items():
+                if site["type"] == "sample" and (name in values or site["infer"].get("_deterministic")):
+                    out.setdefault(name, []).append(be.to_numpy(site["value"]))
+    return {name: np.stack(v)[None] for name, v in out.items()}
+
+
+# ======================================================================================
+# NumPyro
+# ======================================================================================
+class _NumPyroSVI:
+    @staticmethod
+    def _elbo(svi: SVI, program):
+        import numpyro.infer as ni
+
+        if callable(svi.elbo):
+            return _NumPyroCustomLoss(svi.elbo)
+        if svi.elbo == "trace":
+            return ni.Trace_ELBO(num_particles=svi.num_particles)
+        if svi.elbo == "meanfield":
+            return ni.TraceMeanField_ELBO(num_particles=svi.num_particles)
+        if svi.elbo == "renyi":
+            return ni.RenyiELBO(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
+        return ni.TraceEnum_ELBO(num_particles=svi.num_particles)
+
+    @staticmethod
+    def _auto_guide(svi: SVI, name: str, model):
+        import numpyro.infer.autoguide as ag
+        from numpyro.infer import init_to_median
+
+        if name == "normal":
+            return ag.AutoNormal(model, init_loc_fn=init_to_median, init_scale=svi.init_scale)
+        if name == "multivariate_normal":
+            return ag.AutoMultivariateNormal(model, init_loc_fn=init_to_median, init_scale=svi.init_scale)
+        if name == "low_rank_normal":
+            return ag.AutoLowRankMultivariateNormal(model, init_loc_fn=init_to_median,
+                                                    init_scale=svi.init_scale, rank=svi.rank)
+        return ag.AutoDelta(model, init_loc_fn=init_to_median)
+
+    @classmethod
+    def init(cls, svi: SVI, program, batch, seed):
+        import jax
+        import numpyro
+        import numpyro.infer as ni
+
+        model = _bind(program, program.model)
+        auto = svi._auto_guide_name(program)
+        guide = cls._auto_guide(svi, auto, model) if auto else _bind(program, program.guide)
+        total = max(svi.num_steps(program.num_data), 1)
+        schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
+        if svi.optimizer == "adam":
+            optim = numpyro.optim.Adam(step_size=schedule)
+        else:
+            optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
+        engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
+        svi_state = engine.init(jax.random.PRNGKey(seed), **batch)
+        return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state,
+                "model": model, "guide": guide, "batch": batch,
+                "update": jax.jit(lambda st, b: engine.update(st, **b)),
+                "loss": jax.jit(lambda st, b: engine.evaluate(st, **b))}
+
+    @classmethod
+    def step(cls, svi, state, batch):
+        svi_state, loss = state["update"](state["svi_state"], batch)
+        state["svi_state"] = svi_state
+        return state, SVIInfo(float(loss) / state["program"].num_data)
+
+    @classmethod
+    def evaluate(cls, svi, state, batch):
+        return float(state["loss"](state["svi_state"], batch)) / state["program"].num_data
+
+    @classmethod
+    def result(cls, svi, state, batch=None):
+        import jax
+        from numpyro.infer import Predictive
+
+        program = state["program"]
+        params = state["engine"].get_params(state["svi_state"])
+        posterior = None
+        if program.form in ("bayesian", "user"):
+            batch = batch or state["batch"]
+            be = get_backend("numpyro")
+            latent = _latent_site_names(be, _substituted(state["guide"], params), batch)
+            from numpyro import handlers
+
+            tr = handlers.trace(handlers.seed(handlers.substitute(state["model"], params), 0)).get_trace(**batch)
+            deterministic = [n for n, s in tr.items() if s["type"] == "deterministic"]
+            draws = Predictive(state["model"], guide=state["guide"], params=params,
+                               num_samples=svi.num_samples, return_sites=latent + deterministic)(
+                jax.random.PRNGKey(0), **batch)
+            posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
+        if program.form == "bayesian" or (program.form == "user" and program.guide is None):
+            params = {}
+        return Result(params={k: np.asarray(v) for k, v in params.items()}, posterior=posterior)
+
+    @classmethod
+    def state_arrays(cls, svi, state):
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(state["svi_state"])
+        return {f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}, {"num_leaves": len(leaves)}
+
+    @classmethod
+    def restore_state(cls, svi, state, arrays, meta):
+        import jax
+        import jax.numpy as jnp
+
+        leaves, treedef = jax.tree_util.tree_flatten(state["svi_state"])
+        if len(leaves) != meta["num_leaves"]:
+            from ppgen.errors import CheckpointError
+
+            raise CheckpointError(f"checkpoint has {meta['num_leaves']} optimiser arrays; this program "
+                                  f"has {len(leaves)}: it was written by a different model or guide")
+        new = [jnp.asarray(arrays[f"leaf/{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
+        state["svi_state"] = jax.tree_util.tree_unflatten(treedef, new)
+        return state
+
+
+def _substituted(fn, params):
+    from numpyro import handlers
+
+    return handlers.substitute(fn, data=params)
+
+
+class _NumPyroCustomLoss:
+    """Adapts ``loss(program, batch, params=, rng_key=)`` to NumPyro's ELBO interface."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
+        from numpyro import handlers
+
+        view = _ProgramView(handlers.substitute(model, data=param_map),
+                            handlers.substitute(guide, data=param_map) if guide else None)
+        return self.fn(view, kwargs, params=param_map, rng_key=rng_key)

@@ -1,0 +1,119 @@
+"""Everything ppgen asks of ArviZ, in one module that works with arviz 0.x and 1.x.
+
+arviz 0.x (Python 3.11 and older) returns ``InferenceData``; arviz 1.x (Python 3.12+) returns an
+xarray ``DataTree`` and changed ``from_dict``'s signature. Nothing else in ppgen imports arviz.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["build", "summary", "loo", "save_plots", "ARVIZ_MAJOR"]
+
+
+def _az():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def _major() -> int:
+    return int(_az().__version__.split(".")[0])
+
+
+ARVIZ_MAJOR = None  # resolved lazily by _major()
+
+
+def _dims_for(name: str, value: np.ndarray, sample_ndim: int, example_dim: bool) -> list:
+    rest = value.ndim - sample_ndim
+    if rest <= 0:
+        return []
+    if example_dim:
+        return ["example"] + [f"{name}_dim_{i}" for i in range(rest - 1)]
+    return [f"{name}_dim_{i}" for i in range(rest)]
+
+
+def build(*, posterior: dict, sample_stats=None, log_likelihood=None, posterior_predictive=None,
+          observed_data=None, model_name: str = "model"):
+    """InferenceData/DataTree from numpy dicts; draws have leading (chain, draw) axes.
+
+    ``log_likelihood``, ``posterior_predictive`` and ``observed_data`` share an ``example``
+    dimension so that ``az.loo`` and posterior predictive plots line up.
+    """
+    az = _az()
+    groups = {"posterior": posterior}
+    dims = {k: _dims_for(k, np.asarray(v), 2, False) for k, v in posterior.items()}
+    if sample_stats:
+        groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
+    if log_likelihood:
+        groups["log_likelihood"] = log_likelihood
+        dims.update({k: _dims_for(k, np.asarray(v), 2, True) for k, v in log_likelihood.items()})
+    if posterior_predictive:
+        groups["posterior_predictive"] = posterior_predictive
+        dims.update({k: _dims_for(k, np.asarray(v), 2, True) for k, v in posterior_predictive.items()})
+    if observed_data:
+        groups["observed_data"] = observed_data
+        for k, v in observed_data.items():
+            dims.setdefault(k, _dims_for(k, np.asarray(v), 0, True))
+    params = inspect.signature(az.from_dict).parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "data" in params:  # arviz 1.x
+            return az.from_dict(groups, dims=dims, attrs={"model": model_name})
+        return az.from_dict(**groups, dims=dims, attrs={"model": model_name})
+
+
+def summary(data, var_names=None):
+    """ArviZ's summary table (mean, sd, HDI, ESS, R-hat) as a pandas DataFrame."""
+    az = _az()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.summary(data, var_names=var_names)
+
+
+def loo(data):
+    """Pareto-smoothed importance-sampling LOO (ArviZ's ``loo``)."""
+    az = _az()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.loo(data, pointwise=True)
+
+
+def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
+    """Trace, posterior and pair plots of ``var_names`` as PNG files in ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    az = _az()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    posterior = data["posterior"] if _major() >= 1 else data.posterior
+    names = var_names or [v for v in posterior.data_vars if int(np.prod(posterior[v].shape[2:])) <= 64]
+    names = list(names)[:max_vars]
+    out = []
+    plots = {"trace": lambda: az.plot_trace(data, var_names=names, compact=True),
+             "posterior": lambda: az.plot_posterior(data, var_names=names[:2]),
+             "pair": lambda: az.plot_pair(data, var_names=names[:2], kind="kde" if _major() < 1 else None)}
+    for kind, draw in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                draw()
+            except Exception as e:  # a plot that ArviZ cannot draw for these shapes is skipped
+                plt.close("all")
+                print(f"ppgen: skipped the {kind} plot ({type(e).__name__}: {e})")
+                continue
+        path = folder / f"{kind}.png"
+        fig = plt.gcf()
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close("all")
+        out.append(path)
+    return out

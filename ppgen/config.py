@@ -1,0 +1,122 @@
+"""Typed, frozen, validated configuration objects: model specs and inference objects.
+
+Every hyperparameter is a dataclass field with a type. ``Literal`` fields are checked against
+their choices, numbers against their types, and each class adds its own checks in
+``_validate``. ``to_config``/``from_config`` give the JSON form a run folder stores, and the CLI
+builds one ``--flag`` per field from the same type hints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+
+from .errors import ConfigError
+
+__all__ = ["Config", "field_specs", "suggest"]
+
+
+def suggest(name: str, choices) -> str:
+    """' Did you mean X?' when ``name`` is close to one of ``choices``, else ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _strip_optional(tp):
+    if get_origin(tp) is Union:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def field_specs(cls) -> list[tuple[str, Any, bool, Any]]:
+    """(name, base type, optional?, default) for each public field of a Config class."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_") or not f.init:
+            continue
+        tp, optional = _strip_optional(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        out.append((f.name, tp, optional, default))
+    return out
+
+
+def _check_value(owner: str, name: str, tp, optional: bool, value):
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{owner}.{name} must be set; got None")
+    if get_origin(tp) is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"{owner}.{name}={value!r} is not one of {list(choices)}.{suggest(value, choices)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{owner}.{name} must be True or False; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{owner}.{name} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{owner}.{name} must be a number; got {value!r}")
+        return float(value)
+    if tp is str and not isinstance(value, str):
+        raise ConfigError(f"{owner}.{name} must be a string; got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base of model specs and inference objects (frozen dataclasses validated on construction)."""
+
+    kind: ClassVar[str] = "config"   # "model" or "inference"
+    name: ClassVar[str] = "config"   # registry name, e.g. "ppca", "nuts"
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        for fname, tp, optional, _ in field_specs(type(self)):
+            value = _check_value(owner, fname, tp, optional, getattr(self, fname))
+            object.__setattr__(self, fname, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Class-specific checks; raise ConfigError naming the value and the fix."""
+
+    def _require(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"{type(self).__name__}: {message}")
+
+    def to_config(self) -> dict:
+        """JSON-ready dict: ``{"name": ..., "options": {...}}`` that ``from_config`` inverts."""
+        options = {}
+        for fname, *_ in field_specs(type(self)):
+            value = getattr(self, fname)
+            if callable(value) and not isinstance(value, (int, float, str, bool)):
+                value = getattr(value, "__name__", repr(value))
+            options[fname] = value
+        return {"kind": self.kind, "name": self.name, "options": options}
+
+    @classmethod
+    def from_options(cls, options: dict):
+        known = {f[0] for f in field_specs(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} has no option {unknown[0]!r}.{suggest(unknown[0], known)} "
+                f"Its options are: {sorted(known)}")
+        return cls(**options)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,453 @@
+"""``ppgen.fit``: the one training loop, and ``Fit``, the result people inspect.
+
+The loop is written once for every algorithm and backend: it validates the request, builds the
+model's program for the backend, draws minibatches, calls the algorithm's ``step``, records
+``history``, shows progress, evaluates on validation data for early stopping, runs callbacks,
+writes atomic checkpoints, resumes from them, and stops on a diverging loss with the last good
+checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .backends import BACKENDS, get_backend
+from .config import Config
+from .errors import CheckpointError, ConfigError, DataError, Diverged
+from .registry import resolve_inference, resolve_model
+
+__all__ = ["fit", "load", "Fit", "EarlyStopping", "StepEvent"]
+
+DEFAULT_BACKEND = "numpyro"
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping(Config):
+    """Stop when a validation metric stops improving; keep the best state.
+
+    Args:
+        metric: ``"val_loss"`` (the algorithm's loss per example on the validation split) or
+            ``"val_log_likelihood"`` (the family's log-likelihood per example).
+        every: evaluate every this many steps.
+        patience: stop after this many evaluations without improvement.
+        min_delta: an improvement smaller than this does not count.
+        restore_best: end with the state of the best evaluation.
+    """
+
+    metric: Literal["val_loss", "val_log_likelihood"] = "val_loss"
+    every: int = 100
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    name = "early_stopping"
+
+    def _validate(self):
+        self._require(self.every >= 1, f"every must be at least 1; got {self.every}")
+        self._require(self.patience >= 1, f"patience must be at least 1; got {self.patience}")
+        self._require(self.min_delta >= 0, f"min_delta must be >= 0; got {self.min_delta}")
+
+
+class StepEvent(NamedTuple):
+    """What a callback receives after each step. Return True from the callback to stop."""
+
+    step: int
+    epoch: int
+    info: Any
+    history: list
+
+
+def _as_dataset(data):
+    from .datasets import Dataset, from_arrays
+
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, Path)):
+        from .datasets import load as load_dataset
+
+        return load_dataset(str(data))
+    return from_arrays(data)
+
+
+def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: str = "cpu",
+        seed: int = 0, progress: Optional[bool] = None, callbacks: Sequence[Callable] = (),
+        early_stopping: Optional[EarlyStopping] = None, run_dir=None,
+        checkpoint_every: Optional[int] = None, resume: bool = False, **model_options) -> "Fit":
+    """Fit ``model`` to ``data`` with ``inference`` and return a :class:`Fit`.
+
+    Args:
+        model: a spec (``models.PPCA(...)``), a family name (``"ppca"``, with options as keyword
+            arguments; ``data_dim`` is read from the data), or a ``ppgen.Program``.
+        data: a ``Dataset``, a dataset name, or an array (all of it training data).
+        inference: an inference object or a name ("closed_form", "em", "svi", "nuts", "hmc").
+        backend: "pyro" or "numpyro" (default: a Program's own backend, else "numpyro").
+        device: "cpu" or "cuda".
+        seed: seeds everything: initial values, minibatch order, the algorithm's randomness.
+        progress: show a progress bar (default: when stderr is a terminal).
+        callbacks: functions called with a :class:`StepEvent` after each step; returning True stops.
+        early_stopping: an :class:`EarlyStopping` rule on the validation split.
+        run_dir: a folder for checkpoints and the finished run (``Fit.save``).
+        checkpoint_every: write a checkpoint to ``run_dir`` every this many steps.
+        resume: continue from the checkpoint in ``run_dir``.
+
+    Returns:
+        Fit: parameters and/or posterior draws, history, and methods to sample, score and inspect.
+
+    Example:
+        >>> data = ppgen.datasets.load("digits")
+        >>> fit = ppgen.fit("ppca", data, "closed_form", latent_dim=8)
+        >>> fit.log_likelihood(data.test).mean()
+    """
+    dataset = _as_dataset(data)
+    spec = resolve_model(model, data_dim=dataset.data_dim, **model_options)
+    alg = resolve_inference(inference)
+    backend = backend or getattr(spec, "backend", None) or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    form = alg.form_for(spec)                      # refuses a mismatch before any work
+    if resume and run_dir is None:
+        raise ConfigError("resume=True needs run_dir=, the folder that holds the checkpoint")
+    if checkpoint_every is not None and (checkpoint_every < 1 or run_dir is None):
+        raise ConfigError(f"checkpoint_every={checkpoint_every} needs run_dir= and a value >= 1")
+
+    x = spec.check_data(dataset.train, "training data")
+    x_val = None
+    if early_stopping is not None:
+        if dataset.val is None:
+            raise DataError("early_stopping needs a validation split; this data has none. Pass "
+                            "datasets.from_arrays(train, val=...) or drop early_stopping")
+        x_val = spec.check_data(dataset.val, "validation data")
+
+    be = get_backend(backend)
+    dev = be.setup(device)
+    program = spec.build(backend, form, data=x, guide=alg.guide_for(spec), seed=seed, device=device)
+    num_data = x.shape[0]
+    batch_size = alg.batch_size_for(num_data)
+    steps_per_epoch = math.ceil(num_data / batch_size)
+    total_steps = alg.num_steps(num_data)
+    xs = be.asarray(x, "float32", dev)
+    full_batch = _make_batch(be, xs, np.arange(num_data), dev)
+
+    def batch_at(step: int) -> dict:
+        if batch_size >= num_data:
+            return full_batch
+        epoch, position = divmod(step, steps_per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(num_data)
+        return _make_batch(be, xs, order[position * batch_size:(position + 1) * batch_size], dev)
+
+    config = _run_config(spec, alg, backend, device, seed, dataset)
+    state = alg.init(program, batch_at(0), seed)
+    history: list = []
+    start = 0
+    ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
+    if resume:
+        state, history, start = _restore_checkpoint(ckpt_dir, config, alg, state)
+
+    val_batch = _make_batch(be, be.asarray(x_val, "float32", dev), np.arange(x_val.shape[0]), dev) \
+        if x_val is not None else None
+    best = {"value": -math.inf, "arrays": None, "bad": 0}
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _progress(total_steps, start, show, f"{spec.name} · {alg.title} · {backend}")
+    last_checkpoint = ckpt_dir if (resume and ckpt_dir is not None) else None
+    step = start
+    pending = None
+    try:
+        for step in range(start, total_steps):
+            t0 = time.perf_counter()
+            state, info = alg.step(state, batch_at(step))
+            record = {"step": step + 1, "epoch": step // steps_per_epoch, **info._asdict(),
+                      "seconds": time.perf_counter() - t0}
+            bad = [k for k, v in info._asdict().items() if isinstance(v, float) and k in ("loss", "log_likelihood")
+                   and not math.isfinite(v)]
+            if bad:
+                where = (f"The last good checkpoint is in {last_checkpoint}; resume from it with "
+                         f"resume=True and a smaller learning rate." if last_checkpoint else
+                         "Pass run_dir= and checkpoint_every= to keep checkpoints, and lower the learning rate.")
+                raise Diverged(f"{alg.title} diverged at step {step + 1}: {bad[0]}={record[bad[0]]}. {where}")
+            history.append(record)
+            if pending is not None:  # its state has now produced a finite loss: a good checkpoint
+                _write_checkpoint(ckpt_dir, config, *pending)
+                last_checkpoint, pending = ckpt_dir, None
+            stop = bool(getattr(info, "converged", False))
+            if early_stopping is not None and (step + 1) % early_stopping.every == 0:
+                value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val)
+                record[early_stopping.metric] = value
+                score = -value if early_stopping.metric == "val_loss" else value
+                if score > best["value"] + early_stopping.min_delta:
+                    best.update(value=score, bad=0, step=step + 1,
+                                arrays=_snapshot(alg, state) if early_stopping.restore_best else None)
+                else:
+                    best["bad"] += 1
+                    stop = stop or best["bad"] >= early_stopping.patience
+            for callback in callbacks:
+                stop = bool(callback(StepEvent(step + 1, record["epoch"], info, history))) or stop
+            if checkpoint_every and (step + 1) % checkpoint_every == 0:
+                pending = (_snapshot(alg, state), list(history), step + 1)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in info._asdict().items()
+                             if isinstance(v, float) and k != "seconds"}, refresh=False)
+            if stop:
+                break
+    finally:
+        bar.close()
+    if early_stopping is not None and early_stopping.restore_best and best["arrays"] is not None:
+        state = alg.restore_state(state, *best["arrays"])
+    result = alg.result(state, full_batch) if _takes_batch(alg.result) else alg.result(state)
+    out = Fit(spec, alg, backend, result, history, config, train=x, device=device)
+    if run_dir is not None:
+        if checkpoint_every:
+            _write_checkpoint(ckpt_dir, config, _snapshot(alg, state), history, len(history))
+        out.save(run_dir)
+    return out
+
+
+def _takes_batch(fn) -> bool:
+    import inspect
+
+    return "batch" in inspect.signature(fn).parameters
+
+
+def _make_batch(be, xs, index: np.ndarray, dev) -> dict:
+    idx = be.ppl.index(index, like=xs)
+    return {"x": xs[idx] if len(index) != xs.shape[0] else xs, "index": idx}
+
+
+def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val) -> float:
+    if metric == "val_loss":
+        return alg.evaluate(state, val_batch)
+    if not hasattr(spec, "log_likelihood"):
+        raise ConfigError("metric='val_log_likelihood' needs a family with a likelihood; use 'val_loss'")
+    result = alg.result(state)
+    params = result.params if result.posterior is None else {
+        k: v.reshape((-1,) + v.shape[2:]) for k, v in result.posterior.items()}
+    return float(_mean_log_likelihood(spec, backend, params, result.posterior is not None, x_val).mean())
+
+
+def _mean_log_likelihood(spec, backend, params, is_draws: bool, x) -> np.ndarray:
+    ll = spec.log_likelihood(backend, params, x)
+    if is_draws:  # posterior predictive density: log mean_s p(x | θ_s)
+        m = ll.max(axis=0)
+        return m + np.log(np.mean(np.exp(ll - m), axis=0))
+    return ll
+
+
+def _progress(total, start, show, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not show, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _run_config(spec, alg, backend, device, seed, dataset) -> dict:
+    import ppgen
+
+    return {"format": ckpt.FORMAT, "ppgen_version": ppgen.__version__, "model": spec.to_config(),
+            "inference": alg.to_config(), "backend": backend, "device": device, "seed": seed,
+            "data": dict(dataset.meta)}
+
+
+def _snapshot(alg, state) -> tuple:
+    """A copy of the algorithm's state as (arrays, meta), safe from later in-place updates."""
+    arrays, meta = alg.state_arrays(state)
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}, meta
+
+
+def _write_checkpoint(folder: Path, config, snapshot, history, step: int) -> None:
+    arrays, meta = snapshot
+    ckpt.write_arrays(folder / "state.safetensors", arrays)
+    ckpt.write_json(folder / "state.json", {"config": config, "step": step, "meta": meta, "history": history})
+
+
+def _restore_checkpoint(folder: Path, config, alg, state):
+    info = ckpt.read_json(folder / "state.json")
+    saved = info.get("config", {})
+    for key in ("model", "inference", "backend", "seed"):
+        if saved.get(key) != config[key]:
+            theirs = saved.get(key, {})
+            label = theirs.get("name") if isinstance(theirs, dict) else theirs
+            mine = config[key].get("name") if isinstance(config[key], dict) else config[key]
+            raise CheckpointError(
+                f"the checkpoint in {folder} was written for a different {key} ({label!r}, this fit has "
+                f"{mine!r}); resume with the same model, inference, backend and seed, or use a new run_dir")
+    arrays = ckpt.read_arrays(folder / "state.safetensors")
+    state = alg.restore_state(state, arrays, info.get("meta", {}))
+    return state, list(info.get("history", [])), int(info["step"])
+
+
+# ======================================================================================
+# The result
+# ======================================================================================
+class Fit:
+    """A finished fit: parameters and/or posterior draws, with ways to use and inspect them.
+
+    Attributes:
+        model: the spec (or Program) that was fitted.
+        inference: the inference object used.
+        backend: "pyro" or "numpyro".
+        params: point estimates by name (numpy), e.g. ``W``, ``mu``, ``sigma`` for PPCA.
+        posterior: posterior draws by site name, shape (chains, draws, ...), or None.
+        sample_stats: MCMC statistics (``diverging``, ``accept_prob``, ...), or None.
+        history: one dict per step (``loss``, ``log_likelihood``, ...).
+        config: the JSON that rebuilds the run.
+    """
+
+    def __init__(self, model, inference, backend, result, history, config, train=None, device="cpu"):
+        self.model, self.inference, self.backend = model, inference, backend
+        self.params = dict(result.params)
+        self.posterior = result.posterior
+        self.sample_stats = result.sample_stats
+        self.history = history
+        self.config = config
+        self.device = device
+        self._train = train
+
+    def __repr__(self):
+        what = (f"{next(iter(self.posterior.values())).shape[:2]} (chains, draws)" if self.posterior
+                else f"params {sorted(self.params)}")
+        return f"Fit({self.model.name}, {self.inference.title}, backend={self.backend!r}, {what})"
+
+    @property
+    def data_shape(self) -> tuple:
+        return tuple(self.config.get("data", {}).get("shape") or (self.model.data_dim,))
+
+    def _draws(self) -> dict:
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.posterior.items()}
+
+    def log_likelihood(self, x, *, pointwise_draws: bool = False) -> np.ndarray:
+        """Per-example log p(x), exact for families with a closed-form marginal likelihood.
+
+        For a posterior (MCMC or a Bayesian guide) it is the posterior predictive density
+        log (1/S) Σ_s p(x | θ_s). With ``pointwise_draws=True`` it returns the (S, N) matrix
+        of log p(x_n | θ_s) instead.
+        """
+        x = self.model.check_data(x, "x")
+        if self.model.family == "program":
+            from ppgen.backends import get_backend
+
+            ll = get_backend(self.backend).log_likelihood(self.model.model, self._draws() if self.posterior else {},
+                                                          self.params, x)
+        elif self.posterior is not None:
+            ll = self.model.log_likelihood(self.backend, self._draws(), x)
+        else:
+            ll = self.model.log_likelihood(self.backend, self.params, x)
+            return ll if not pointwise_draws else ll[None]
+        if pointwise_draws:
+            return ll
+        m = ll.max(axis=0)
+        return m + np.log(np.mean(np.exp(ll - m), axis=0))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` new examples as a numpy array shaped like the training data (n, *shape)."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"sample(n={n!r}) needs a positive integer")
+        if self.model.family == "program":
+            raise ConfigError("sample() on a user Program is not available; run your model forward "
+                              "with numpyro.infer.Predictive or pyro.infer.Predictive")
+        if self.posterior is None:
+            out = self.model.sample(self.backend, self.params, int(n), seed)
+        else:
+            draws = self._draws()  # one posterior draw per new example
+            total = next(iter(draws.values())).shape[0]
+            pick = np.random.default_rng(seed).integers(0, total, size=n)
+            out = self.model.sample(self.backend, {k: v[pick] for k, v in draws.items()}, 1, seed)
+        return out.reshape((n,) + self.data_shape)
+
+    def to_arviz(self, x=None, *, num_predictive: int = 100, seed: int = 0):
+        """ArviZ InferenceData (arviz 0.x) or DataTree (arviz 1.x) of this fit.
+
+        Groups: ``posterior`` (draws, or the point estimate as one draw), ``sample_stats``
+        (MCMC), ``log_likelihood`` (per draw and example, site ``x``), ``posterior_predictive``
+        (``num_predictive`` draws of a replicated data set) and ``observed_data``.
+
+        Args:
+            x: the observed data to score (default: the training data of this fit).
+            num_predictive: posterior draws used for the posterior predictive group.
+        """
+        from . import arviz as ppaz
+
+        x = self._train if x is None else self.model.check_data(x, "x")
+        if x is None:
+            raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
+        if self.posterior is not None:
+            posterior = self.posterior
+        else:
+            posterior = {k: np.asarray(v)[None, None] for k, v in self.params.items()}
+        log_lik = self.log_likelihood(x, pointwise_draws=True)
+        chains, draws = next(iter(posterior.values())).shape[:2]
+        log_lik = log_lik.reshape(chains, draws, -1)
+        predictive = None
+        if self.model.family != "program":
+            flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in posterior.items()}
+            total = chains * draws
+            keep = np.linspace(0, total - 1, min(num_predictive, total)).astype(int)
+            predictive = self.model.sample(self.backend, {k: v[keep] for k, v in flat.items()}, x.shape[0], seed)
+            predictive = predictive.reshape((1, len(keep)) + x.shape)
+        return ppaz.build(posterior=posterior, sample_stats=self.sample_stats, log_likelihood={"x": log_lik},
+                          posterior_predictive={"x": predictive} if predictive is not None else None,
+                          observed_data={"x": x}, model_name=self.model.name)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the run folder: config.json, params.safetensors, posterior.safetensors, history.json."""
+        path = Path(path)
+        arrays = {f"params/{k}": v for k, v in self.params.items()}
+        if self.posterior is not None:
+            arrays.update({f"posterior/{k}": v for k, v in self.posterior.items()})
+        if self.sample_stats is not None:
+            arrays.update({f"sample_stats/{k}": v for k, v in self.sample_stats.items()})
+        ckpt.write_arrays(path / "fit.safetensors", arrays)
+        ckpt.write_json(path / "history.json", self.history)
+        ckpt.write_json(path / "config.json", dict(self.config, family=self.model.family))
+        return path
+
+
+def load(path, *, model=None) -> Fit:
+    """Load a run folder written by ``Fit.save`` (or by ``ppgen.fit(..., run_dir=...)``).
+
+    Args:
+        path: the run folder.
+        model: optionally, the family name (or spec) you expect; a run of another family is refused.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no run folder at {path}; pass the folder that fit.save() wrote")
+    config = ckpt.read_json(path / "config.json")
+    if not isinstance(config, dict) or config.get("format") != ckpt.FORMAT or "model" not in config:
+        raise CheckpointError(f"{path / 'config.json'} is not a ppgen run (format {config.get('format')!r} "
+                              f"instead of {ckpt.FORMAT!r})" if isinstance(config, dict) else
+                              f"{path / 'config.json'} is not a ppgen run")
+    family = config["model"]["name"]
+    expected = getattr(model, "family", model)
+    if expected is not None and expected != family:
+        raise CheckpointError(f"{path} holds a {family!r} fit, not a {expected!r} one; load the matching run folder")
+    if family == "program":
+        raise CheckpointError(f"{path} holds a user Program fit; rebuild the Program and fit it again "
+                              f"(code is never stored in run folders)")
+    spec = resolve_model(family, **config["model"]["options"])
+    alg = resolve_inference(config["inference"]["name"], **{
+        k: v for k, v in config["inference"]["options"].items() if not (k == "elbo" and v not in (
+            "trace", "meanfield", "renyi", "enum"))})
+    arrays = ckpt.read_arrays(path / "fit.safetensors")
+    groups: dict = {"params": {}, "posterior": {}, "sample_stats": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in groups:
+            raise CheckpointError(f"{path / 'fit.safetensors'} has an unexpected entry {key!r}")
+        groups[group][name] = value
+    expected_params = set(spec.param_names("marginal"))
+    if groups["params"] and not set(groups["params"]) >= expected_params:
+        raise CheckpointError(f"{path} holds parameters {sorted(groups['params'])}, not those of "
+                              f"{family} ({sorted(expected_params)}); the file belongs to another model")
+    from ppgen.inference import Result
+
+    result = Result(groups["params"], groups["posterior"] or None, groups["sample_stats"] or None)
+    history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
+    return Fit(spec, alg, config["backend"], result, history, config, train=None,
+               device=config.get("device", "cpu"))

@@ -1,0 +1,104 @@
+"""One registry of model families and inference algorithms, read by ``ppgen.fit`` and the CLI."""
+
+from __future__ import annotations
+
+from .config import suggest
+from .errors import ConfigError
+
+__all__ = ["model_classes", "inference_classes", "resolve_model", "resolve_inference",
+           "working_inference", "support_table"]
+
+_ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "closed_form",
+            "mle": "closed_form"}
+
+
+def model_classes() -> dict:
+    """Family name -> spec class."""
+    from ppgen.models import PPCA
+
+    return {cls.family: cls for cls in (PPCA,)}
+
+
+def inference_classes() -> dict:
+    """Inference name -> class."""
+    from ppgen.inference import EM, HMC, NUTS, SVI, ClosedForm
+
+    return {cls.name: cls for cls in (ClosedForm, EM, SVI, NUTS, HMC)}
+
+
+def resolve_model(model, data_dim: int | None = None, **options):
+    """A spec from a spec, a Program, or a family name plus options (data_dim from the data)."""
+    if not isinstance(model, str):
+        if options:
+            raise ConfigError(f"options {sorted(options)} were given with a ready-made model {model!r}; "
+                              f"set them on the spec instead (e.g. spec.replace(...))")
+        return model
+    classes = model_classes()
+    key = model.lower().replace("-", "_")
+    if key not in classes:
+        raise ConfigError(f"unknown model {model!r}.{suggest(key, classes)} Known models: {sorted(classes)}")
+    cls = classes[key]
+    if data_dim is not None and "data_dim" not in options:
+        options = dict(options, data_dim=data_dim)
+    return cls.from_options(options)
+
+
+def resolve_inference(inference, **options):
+    """An inference object from an object or a name such as "svi", "nuts", "em", "closed_form"."""
+    if not isinstance(inference, str):
+        if options:
+            raise ConfigError(f"options {sorted(options)} were given with a ready-made {inference!r}")
+        return inference
+    classes = inference_classes()
+    key = _ALIASES.get(inference.lower(), inference.lower().replace("-", "_"))
+    if key not in classes:
+        raise ConfigError(f"unknown inference {inference!r}.{suggest(key, classes)} "
+                          f"Known inference: {sorted(classes)}")
+    return classes[key].from_options(options)
+
+
+def working_inference(model) -> list[str]:
+    """Names of the inference algorithms that can fit ``model``."""
+    from .errors import IncompatibleInference
+
+    names = []
+    for name, cls in inference_classes().items():
+        if model.refusals.get(name):
+            continue
+        try:
+            _check_without_hint(cls(), model)
+        except IncompatibleInference:
+            continue
+        names.append(f"inference.{cls.__name__}")
+    return names
+
+
+def _check_without_hint(alg, model):
+    from .errors import IncompatibleInference
+
+    if model.family == "program":
+        if alg.name in ("closed_form", "em"):
+            raise IncompatibleInference(alg.name)
+        return
+    needs = {"closed_form": "closed_form" in model.methods, "em": "em" in model.methods,
+             "svi": bool(set(model.forms) & {"latent", "bayesian"}), "nuts": "bayesian" in model.forms,
+             "hmc": "bayesian" in model.forms}
+    if not needs.get(alg.name, True):
+        raise IncompatibleInference(alg.name)
+
+
+def support_table() -> list[tuple[str, str, str]]:
+    """(family, inference, backends) for every pair that works — the ``ppgen models`` table."""
+    from .backends import BACKENDS
+
+    rows = []
+    for family, cls in model_classes().items():
+        for name, inf in inference_classes().items():
+            try:
+                _check_without_hint(inf(), cls)
+            except Exception:
+                continue
+            rows.append((family, name, ", ".join(BACKENDS)))
+    for name in ("svi", "nuts", "hmc"):
+        rows.append(("program (your own)", name, "the Program's backend"))
+    return rows

@@ -1,0 +1,219 @@
+"""The fit loop: minibatches, early stopping, callbacks, checkpoints, resume, divergence."""
+
+import json
+
+import numpy as np
+import pytest
+
+import ppgen
+from ppgen import datasets, inference, models
+from ppgen.errors import CheckpointError, ConfigError, DataError, Diverged, IncompatibleInference
+
+BACKENDS = ["pyro", "numpyro"]
+
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(0)
+    W = rng.normal(0, 0.5, (6, 2))
+    def draw(n):
+        return (rng.normal(size=(n, 2)) @ W.T + 0.2 * rng.normal(size=(n, 6))).astype(np.float32)
+    return datasets.from_arrays(draw(300), val=draw(100), test=draw(100))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_minibatch_svi_improves_and_counts_epochs(small, backend):
+    svi = inference.SVI(epochs=20, batch_size=64, lr=0.02)
+    fit = ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, svi, backend=backend)
+    assert len(fit.history) == 20 * 5
+    assert fit.history[-1]["epoch"] == 19
+    first = np.mean([h["loss"] for h in fit.history[:5]])
+    last = np.mean([h["loss"] for h in fit.history[-5:]])
+    assert last < first - 1.0
+    assert all(np.isfinite(h["loss"]) for h in fit.history)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_continues_exactly(small, backend, tmp_path):
+    spec = models.PPCA(data_dim=6, latent_dim=2)
+    svi = inference.SVI(steps=40, batch_size=100, lr=0.02)
+    whole = ppgen.fit(spec, small, svi, backend=backend, seed=3)
+
+    def interrupt(event):
+        if event.step == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ppgen.fit(spec, small, svi, backend=backend, seed=3, run_dir=tmp_path, checkpoint_every=10,
+                  callbacks=[interrupt])
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 20  # written once step 21 proved its state finite
+    resumed = ppgen.fit(spec, small, svi, backend=backend, seed=3, run_dir=tmp_path, checkpoint_every=10,
+                        resume=True)
+    assert len(resumed.history) == 40
+    np.testing.assert_allclose([h["loss"] for h in resumed.history], [h["loss"] for h in whole.history],
+                               rtol=1e-5)
+    np.testing.assert_allclose(resumed.params["W"], whole.params["W"], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(small, tmp_path):
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="numpyro",
+              run_dir=tmp_path, checkpoint_every=5)
+    with pytest.raises(CheckpointError, match="different model"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=3), small, inference.SVI(steps=10), backend="numpyro",
+                  run_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="different backend"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="pyro",
+                  run_dir=tmp_path, resume=True)
+
+
+def _exploding_program(backend):
+    """A one-parameter program whose likelihood turns NaN once its location passes 3."""
+    if backend == "pyro":
+        import pyro
+        import pyro.distributions as dist
+        import torch
+
+        def model(x):
+            m = pyro.param("m", torch.tensor(0.0))
+            scale = torch.where(m > 3, torch.tensor(float("nan")), torch.tensor(1.0))
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", dist.Normal(m, scale, validate_args=False).expand(x.shape).to_event(1), obs=x)
+    else:
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+
+        def model(x):
+            m = numpyro.param("m", 0.0)
+            scale = jnp.where(m > 3, jnp.nan, 1.0)
+            with numpyro.plate("data", x.shape[0]):
+                numpyro.sample("x", dist.Normal(m, scale).expand(x.shape).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    return ppgen.Program(model, guide, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_stops_and_keeps_last_good_checkpoint(backend, tmp_path):
+    x = np.full((50, 2), 10.0, dtype=np.float32)
+    with pytest.raises(Diverged, match="diverged at step") as err:
+        ppgen.fit(_exploding_program(backend), x, inference.SVI(steps=100, lr=0.5), backend=backend,
+                  run_dir=tmp_path, checkpoint_every=2)
+    assert str(tmp_path / "checkpoint") in str(err.value)
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert 2 <= state["step"] < 100
+    assert all(np.isfinite(h["loss"]) for h in state["history"])
+    assert len(state["history"]) == state["step"]
+
+
+def test_early_stopping_restores_best(small):
+    rule = ppgen.EarlyStopping(metric="val_log_likelihood", every=10, patience=2)
+    seen = []
+    fit = ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=3000, lr=0.05),
+                    backend="numpyro", early_stopping=rule, callbacks=[lambda e: seen.append(e.step)])
+    evaluated = [h for h in fit.history if "val_log_likelihood" in h]
+    assert len(fit.history) < 3000, "the rule should stop before the step budget"
+    best = max(h["val_log_likelihood"] for h in evaluated)
+    np.testing.assert_allclose(fit.log_likelihood(small.val).mean(), best, rtol=1e-5)
+    assert seen[-1] == len(fit.history)
+
+
+def test_early_stopping_on_val_loss_and_needs_val_split(small):
+    rule = ppgen.EarlyStopping(metric="val_loss", every=5, patience=3)
+    fit = ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=200), backend="pyro",
+                    early_stopping=rule)
+    assert any("val_loss" in h for h in fit.history)
+    with pytest.raises(DataError, match="validation split"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small.train, inference.SVI(steps=10),
+                  early_stopping=rule)
+
+
+def test_callback_can_stop(small):
+    fit = ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=100), backend="numpyro",
+                    callbacks=[lambda event: event.step >= 7])
+    assert len(fit.history) == 7
+
+
+def test_string_shorthands_and_family_names(small):
+    fit = ppgen.fit("ppca", small, "closed-form", latent_dim=2)
+    assert fit.model == models.PPCA(data_dim=6, latent_dim=2)
+    assert isinstance(fit.inference, inference.ClosedForm)
+    with pytest.raises(ConfigError, match="unknown model 'ppac'. Did you mean 'ppca'"):
+        ppgen.fit("ppac", small, "svi")
+    with pytest.raises(ConfigError, match="unknown inference 'nutz'. Did you mean 'nuts'"):
+        ppgen.fit("ppca", small, "nutz", latent_dim=2)
+    with pytest.raises(ConfigError, match="unknown backend 'jax'"):
+        ppgen.fit("ppca", small, "svi", backend="jax", latent_dim=2)
+    with pytest.raises(ConfigError, match="PPCA has no option 'latent'. Did you mean 'latent_dim'"):
+        ppgen.fit("ppca", small, "svi", latent=2)
+
+
+def test_inference_mismatch_is_refused_before_work(small):
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model(x):
+        m = numpyro.sample("m", dist.Normal(0, 1))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("x", dist.Normal(m, 1).to_event(1), obs=x)
+
+    program = ppgen.Program(model, backend="numpyro")
+    with pytest.raises(IncompatibleInference, match="EM cannot fit a user Program: EM needs a model family "
+                                                    "with closed-form E and M steps.*use inference.SVI"):
+        ppgen.fit(program, small, "em")
+    with pytest.raises(IncompatibleInference, match="ClosedForm cannot fit a user Program"):
+        ppgen.fit(program, small, inference.ClosedForm())
+    with pytest.raises(ConfigError, match="written for backend='numpyro'"):
+        ppgen.fit(program, small, "svi", backend="pyro")
+
+
+def test_run_folder_round_trip(small, tmp_path):
+    fit = ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.NUTS(num_samples=50, num_warmup=50,
+                    num_chains=1), backend="numpyro", run_dir=tmp_path / "run")
+    back = ppgen.load(tmp_path / "run")
+    assert back.model == fit.model and back.inference == fit.inference and back.backend == "numpyro"
+    for k, v in fit.posterior.items():
+        np.testing.assert_array_equal(back.posterior[k], v)
+    np.testing.assert_allclose(back.log_likelihood(small.test), fit.log_likelihood(small.test), rtol=1e-6)
+    assert back.history == json.loads(json.dumps(fit.history))
+    assert back.sample(5, seed=1).shape == (5, 6)
+    assert "pickle" not in (tmp_path / "run" / "config.json").read_text()
+
+
+def test_truncated_and_foreign_run_folders_are_refused(small, tmp_path):
+    run = tmp_path / "run"
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="pyro").save(run)
+    data = (run / "fit.safetensors").read_bytes()
+    (run / "fit.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ppgen.load(run)
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="pyro").save(run)
+    with pytest.raises(CheckpointError, match="holds a 'ppca' fit, not a 'gmm' one"):
+        ppgen.load(run, model="gmm")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({"format": "something-else/3", "model": config["model"]}))
+    with pytest.raises(CheckpointError, match="is not a ppgen run"):
+        ppgen.load(run)
+    (run / "config.json").write_text('{"format": "ppgen-run/1", "mod')
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ppgen.load(run)
+    with pytest.raises(CheckpointError, match="no run folder"):
+        ppgen.load(tmp_path / "nowhere")
+
+
+def test_foreign_parameters_are_refused(small, tmp_path):
+    from ppgen import checkpoint
+
+    run = tmp_path / "run"
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="pyro").save(run)
+    checkpoint.write_arrays(run / "fit.safetensors", {"params/encoder.weight": np.zeros((3, 3))})
+    with pytest.raises(CheckpointError, match="belongs to another model"):
+        ppgen.load(run)
+
+
+def test_nonexistent_data_path_is_refused(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "missing")):
+        ppgen.fit("ppca", datasets.load("mnist", path=tmp_path / "missing"), "closed_form")
