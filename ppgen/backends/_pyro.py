@@ -143,7 +143,8 @@ class PyroBackend:
     def rng(self, state: dict, seed: int | None = None):
         """Run the body with torch's RNG set from ``state['rng']`` (or ``seed``), isolated from
         the caller's global RNG; the advanced RNG state is written back into ``state``."""
-        with torch.random.fork_rng(devices=[]):
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
             if state.get("rng") is not None:
                 torch.set_rng_state(state["rng"])
             else:
