@@ -85,8 +85,21 @@ def loo(data):
         return az.loo(data, pointwise=True)
 
 
+def _pair_coords(posterior, names, limit: int = 4) -> dict:
+    """Coordinates that keep a pair plot to about ``limit`` scalars per multi-dimensional variable."""
+    coords = {}
+    for name in names:
+        for dim in posterior[name].dims[2:]:
+            coords[dim] = list(range(min(limit, posterior[name].sizes[dim])))
+            limit = 1  # later dimensions of the same variable: first entry only
+    return coords
+
+
 def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
-    """Trace, posterior and pair plots of ``var_names`` as PNG files in ``folder``."""
+    """Trace, posterior and pair plots of ``var_names`` as PNG files in ``folder``.
+
+    Uses ``plot_trace``/``plot_posterior``/``plot_pair`` on arviz 0.x and ``plot_trace``/
+    ``plot_dist``/``plot_pair`` on arviz 1.x; a plot ArviZ cannot draw is reported and skipped."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,25 +108,35 @@ def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
     az = _az()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    posterior = data["posterior"] if _major() >= 1 else data.posterior
+    new_api = _major() >= 1
+    posterior = data["posterior"] if new_api else data.posterior
     names = var_names or [v for v in posterior.data_vars if int(np.prod(posterior[v].shape[2:])) <= 64]
     names = list(names)[:max_vars]
+    pair_names = names[:2]
+    pair_coords = _pair_coords(posterior, pair_names)
+    if new_api:
+        plots = {"trace": lambda: az.plot_trace(data, var_names=names),
+                 "posterior": lambda: az.plot_dist(data, var_names=names[:2]),
+                 "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords)}
+    else:
+        plots = {"trace": lambda: az.plot_trace(data, var_names=names, compact=True),
+                 "posterior": lambda: az.plot_posterior(data, var_names=names[:2]),
+                 "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords, kind="kde")}
     out = []
-    plots = {"trace": lambda: az.plot_trace(data, var_names=names, compact=True),
-             "posterior": lambda: az.plot_posterior(data, var_names=names[:2]),
-             "pair": lambda: az.plot_pair(data, var_names=names[:2], kind="kde" if _major() < 1 else None)}
     for kind, draw in plots.items():
+        path = folder / f"{kind}.png"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                draw()
+                result = draw()
+                if hasattr(result, "savefig"):      # arviz 1.x plot collections
+                    result.savefig(path)
+                else:
+                    plt.gcf().savefig(path, dpi=80, bbox_inches="tight")
             except Exception as e:  # a plot that ArviZ cannot draw for these shapes is skipped
-                plt.close("all")
                 print(f"ppgen: skipped the {kind} plot ({type(e).__name__}: {e})")
                 continue
-        path = folder / f"{kind}.png"
-        fig = plt.gcf()
-        fig.savefig(path, dpi=80, bbox_inches="tight")
-        plt.close("all")
+            finally:
+                plt.close("all")
         out.append(path)
     return out
