@@ -8,7 +8,7 @@ so ArviZ's R-hat and ESS apply directly.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class _MCMC(Inference):
     num_chains: int = 2
     target_accept_prob: float = 0.8
     dense_mass: bool = False
-    progress_bar: bool = False
+    progress_bar: Optional[bool] = None
 
     title: ClassVar[str] = "MCMC"
 
@@ -87,7 +87,7 @@ class NUTS(_MCMC):
         dense_mass: adapt a dense (full) mass matrix instead of a diagonal one.
         chain_method: NumPyro only: "sequential", "vectorized" (chains in one batched program)
             or "parallel" (one device per chain).
-        progress_bar: show the backend's own progress bar.
+        progress_bar: show the backend's own progress bar (default: when stderr is a terminal).
 
     Example:
         >>> fit = ppgen.fit(models.PPCA(10, 3), x, inference.NUTS(num_samples=500), backend="numpyro")
@@ -128,6 +128,12 @@ class HMC(_MCMC):
         self._require(self.trajectory_length > 0, f"trajectory_length must be positive; got {self.trajectory_length}")
 
 
+def _show_progress(alg) -> bool:
+    import sys
+
+    return sys.stderr.isatty() if alg.progress_bar is None else alg.progress_bar
+
+
 def _run_pyro(alg: _MCMC, model, batch, seed, init_values=None):
     import pyro.infer as pi
     from pyro.infer.autoguide.initialization import init_to_median, init_to_value
@@ -148,7 +154,7 @@ def _run_pyro(alg: _MCMC, model, batch, seed, init_values=None):
                             target_accept_prob=alg.target_accept_prob, full_mass=alg.dense_mass,
                             jit_compile=True, ignore_jit_warnings=True, init_strategy=init)
         mcmc = pi.MCMC(kernel, num_samples=alg.num_samples, warmup_steps=alg.num_warmup,
-                       disable_progbar=not alg.progress_bar)
+                       disable_progbar=not _show_progress(alg))
         rng = {"rng": None}
         with be.rng(rng, seed * 1000 + chain):
             mcmc.run(**batch)
@@ -194,7 +200,7 @@ def _run_numpyro(alg: _MCMC, model, batch, seed, init_values=None):
                         init_strategy=init_to_median)
     mcmc = ni.MCMC(kernel, num_warmup=alg.num_warmup, num_samples=alg.num_samples, num_chains=alg.num_chains,
                    chain_method=alg.chain_method if alg.num_chains > 1 else "sequential",
-                   progress_bar=alg.progress_bar)
+                   progress_bar=_show_progress(alg))
     fields = ("diverging", "accept_prob", "num_steps", "energy", "potential_energy")
     init_params = None
     if init_values is not None:
