@@ -17,8 +17,8 @@ from .errors import (CheckpointError, ConfigError, DataError, Diverged,  # noqa:
                      IncompatibleInference, PPGenError)
 from .fit import EarlyStopping, Fit, StepEvent, fit, load  # noqa: E402
 from .program import ModelSpec, Program  # noqa: E402
-from . import inference, models  # noqa: E402
+from . import arviz, inference, models  # noqa: E402  (ppgen.arviz imports arviz lazily)
 
 __all__ = ["fit", "load", "Fit", "EarlyStopping", "StepEvent", "Program", "ModelSpec", "datasets",
-           "models", "inference", "PPGenError", "ConfigError", "DataError", "IncompatibleInference",
+           "models", "inference", "arviz", "PPGenError", "ConfigError", "DataError", "IncompatibleInference",
            "CheckpointError", "Diverged", "__version__"]

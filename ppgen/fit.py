@@ -239,10 +239,23 @@ def _mean_log_likelihood(spec, backend, params, is_draws: bool, x) -> np.ndarray
     return ll
 
 
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
 def _progress(total, start, show, desc):
+    if not show:  # tqdm is imported only when a bar is shown (tqdm.auto warns in bare notebooks)
+        return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, disable=not show, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _run_config(spec, alg, backend, device, seed, dataset) -> dict:
