@@ -1,0 +1,770 @@
+"""The ``ppgen`` command line: fit, sample, evaluate and inspect runs; list models; run a demo.
+
+Every command works on run folders (what ``ppgen.fit(..., run_dir=...)`` and ``Fit.save`` write)
+and prints plain text that reads well in a log. ``ppgen fit`` has one option per field of the
+chosen model spec and inference class, generated from their type hints, so ``ppgen fit ppca
+--inference nuts --help`` lists exactly what that pair accepts, with defaults.
+
+Usage::
+
+    ppgen fit MODEL [--data NAME] [--view VIEW] [--data-path PATH] [--inference NAME]
+                    [--backend pyro|numpyro] [--device cpu] [--seed 0] [--out RUN_DIR]
+                    [--progress | --no-progress] [one --option per model / inference field]
+    ppgen sample RUN [-n 64] [--seed 0] [--out PATH]
+    ppgen evaluate RUN [--split test|val|train] [--data NAME --view VIEW --data-path PATH]
+    ppgen inspect RUN [--var NAME ...] [--data NAME --view VIEW --data-path PATH]
+    ppgen models
+    ppgen demo [--out runs/demo] [--quick]
+
+Errors ppgen raises on purpose (bad options, unreadable runs, missing files) are printed as
+``ppgen: error: <message>`` with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Literal, get_args, get_origin
+
+import numpy as np
+
+from .errors import ConfigError, DataError, PPGenError
+
+__all__ = ["main"]
+
+SAMPLE_COUNT = 64
+DEMO_LATENT_DIM = 8
+DEMO_DRAWS = 300
+DEMO_QUICK_DRAWS = 50
+
+
+# ======================================================================================
+# Entry point
+# ======================================================================================
+def main(argv=None) -> int:
+    """Run the ``ppgen`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Example:
+        >>> from ppgen.cli import main
+        >>> main(["models"])
+        0
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except SystemExit as e:  # argparse after --help (0) or a usage error (2)
+        return _exit_code(e.code)
+    except (PPGenError, FileNotFoundError) as e:
+        print(f"ppgen: error: {_message(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ppgen: interrupted", file=sys.stderr)
+        return 130
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"no such file or folder: {error.filename}"
+    return str(error)
+
+
+def _exit_code(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions; keeps text with its own line breaks (examples) as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _formatter(prog):
+    return _Formatter(prog, max_help_position=34)
+
+
+def _commands() -> dict:
+    return {
+        "fit": ("fit a model to data and write a run folder", _cmd_fit),
+        "sample": ("draw new examples from a run (PNG figure and .npy)", _cmd_sample),
+        "evaluate": ("log-likelihood of a data split under a run; updates metrics.json", _cmd_evaluate),
+        "inspect": ("ArviZ summary table and trace/posterior/pair plots of a run", _cmd_inspect),
+        "models": ("list model families, the inference that fits them, and backends", _cmd_models),
+        "demo": ("PPCA on the digits by closed form and by NUTS, compared", _cmd_demo),
+    }
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen", formatter_class=_formatter,
+        description="Deep generative models as probabilistic programs (Pyro and NumPyro).",
+        epilog="Run 'ppgen COMMAND --help' for the options of a command, e.g.\n"
+               "  ppgen fit ppca --inference nuts --help")
+    parser.add_argument("--version", action="version", version=f"ppgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (text, _) in _commands().items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def _dispatch(argv: list) -> int:
+    commands = _commands()
+    if argv and argv[0] in commands:
+        return commands[argv[0]][1](argv[1:])
+    parser = _top_parser()
+    parser.parse_args(argv)  # prints help or version, or refuses an unknown command, and exits
+    parser.error(f"choose a command: {', '.join(commands)}")
+    return 2
+
+
+# ======================================================================================
+# Options generated from Config fields
+# ======================================================================================
+def _special_choices() -> dict:
+    """Fields typed loosely in Python (a callable is allowed) but plain choices on the CLI."""
+    from ppgen.inference.svi import ELBOS
+
+    return {("svi", "elbo"): tuple(ELBOS)}
+
+
+def _arg_docs(cls) -> dict:
+    """Field name -> its description from the ``Args:`` sections of the class's docstrings."""
+    docs: dict = {}
+    for klass in reversed(cls.__mro__):
+        text = klass.__dict__.get("__doc__")
+        if not text or "Args:" not in text:
+            continue
+        lines = inspect.cleandoc(text).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
+        base = len(lines[start]) - len(lines[start].lstrip())
+        entry_indent, name = None, None
+        for line in lines[start + 1:]:
+            if not line.strip():
+                continue
+            indent = len(line) - len(line.lstrip())
+            if indent <= base:
+                break
+            head, sep, rest = line.strip().partition(":")
+            if entry_indent is None:
+                entry_indent = indent
+            if indent == entry_indent and sep and head.isidentifier():
+                name = head
+                docs[name] = rest.strip()
+            elif name is not None:
+                docs[name] += " " + line.strip()
+    return docs
+
+
+def _summary_line(cls) -> str:
+    text = cls.__dict__.get("__doc__") or ""
+    return inspect.cleandoc(text).splitlines()[0] if text.strip() else ""
+
+
+def _converter(tp, optional: bool):
+    def convert(text: str):
+        if optional and text.strip().lower() == "none":
+            return None
+        if tp is str:
+            return text
+        return tp(text)
+
+    convert.__name__ = tp.__name__  # argparse says "invalid int value: 'x'"
+    return convert
+
+
+def _show_default(default, flag: str) -> str:
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return flag if default else "--no-" + flag[2:]
+    return str(default)
+
+
+def _add_fields(parser, cls, kind: str, used: set) -> list:
+    """One option per field of ``cls``; returns (dest, field name) pairs."""
+    from ppgen.config import field_specs
+
+    registry_name = cls.family if kind == "model" else cls.name
+    title = f"{cls.__name__} options ({kind} '{registry_name}')"
+    group = parser.add_argument_group(title, _summary_line(cls) or None)
+    docs = _arg_docs(cls)
+    special = _special_choices()
+    added = []
+    for name, tp, optional, default in field_specs(cls):
+        flag = "--" + name.replace("_", "-")
+        if flag in used:
+            flag = f"--{kind}-{name.replace('_', '-')}"
+        dest = f"{kind}:{name}"
+        kwargs: dict = {"dest": dest, "default": argparse.SUPPRESS}
+        choices = special.get((getattr(cls, "name", None), name))
+        if choices is None and get_origin(tp) is Literal:
+            choices = get_args(tp)
+        if choices is not None:
+            kinds = {type(c) for c in choices}
+            kwargs["type"] = _converter(kinds.pop() if len(kinds) == 1 else str, optional)
+            kwargs["choices"] = list(choices) + ([None] if optional else [])
+            kwargs["metavar"] = "{" + ",".join(str(c) for c in choices) + (",none" if optional else "") + "}"
+        elif tp is bool and not optional:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif tp in (int, float, str):
+            kwargs["type"] = _converter(tp, optional)
+            kwargs["metavar"] = tp.__name__.upper() + ("|none" if optional else "")
+        else:
+            continue  # not expressible as text (e.g. a function); set it from Python
+        if default is dataclasses.MISSING:
+            shown = "from the data" if name == "data_dim" else "required"
+            kwargs["required"] = name != "data_dim"
+        else:
+            shown = _show_default(default, flag)
+        text = docs.get(name, name.replace("_", " "))
+        kwargs["help"] = f"{text.replace('``', '')} (default: {shown})".replace("%", "%%")
+        group.add_argument(flag, **kwargs)
+        used.add(flag)
+        if kwargs.get("action") is argparse.BooleanOptionalAction:
+            used.add("--no-" + flag[2:])
+        added.append((dest, name))
+    return added
+
+
+def _add_data_options(parser, *, reload_note: bool) -> None:
+    group = parser.add_argument_group("data")
+    default = "the run's own data, reloaded" if reload_note else "digits"
+    group.add_argument("--data", metavar="NAME", default=None if reload_note else "digits",
+                       help=f"dataset name (digits, moons, ring, ..., mnist, cifar10, npz) or a .npz file "
+                            f"(default: {default})")
+    group.add_argument("--view", metavar="VIEW", default=None,
+                       help="pixel view: unit, symmetric, binary, categorical (default: the dataset's)")
+    group.add_argument("--data-path", metavar="PATH", default=None,
+                       help="the file (npz) or folder (mnist, fashion-mnist, cifar10) to read")
+    group.add_argument("--data-seed", metavar="INT", type=int, default=0,
+                       help="seed of the generated 2-D toys (default: 0)")
+    group.add_argument("--data-n", metavar="INT", type=int, default=None,
+                       help="number of points of a generated 2-D toy (default: 3000)")
+
+
+def _fit_parser(model_cls=None, inference_cls=None, add_help: bool = True):
+    from .backends import BACKENDS
+    from .registry import inference_classes, model_classes
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen fit", add_help=add_help, allow_abbrev=False, formatter_class=_formatter,
+        description="Fit MODEL to data and write a run folder: config.json, fit.safetensors,\n"
+                    "history.json, samples.png, curves.png (when there is more than one step)\n"
+                    "and metrics.json.",
+        epilog="The model's and the inference's own options are listed when MODEL and --inference are\n"
+               "given, e.g. 'ppgen fit ppca --inference nuts --help'. Options that may be None\n"
+               "accept 'none'.\n\nExamples:\n"
+               "  ppgen fit ppca --inference closed_form --latent-dim 8\n"
+               "  ppgen fit ppca --inference nuts --num-samples 500 --backend numpyro\n"
+               "  ppgen fit ppca --data npz --data-path my.npz --inference svi --steps 3000 --lr 0.01")
+    parser.add_argument("model", metavar="MODEL", nargs=None if model_cls is not None else "?",
+                        help=f"model family: {', '.join(sorted(model_classes()))}")
+    _add_data_options(parser, reload_note=False)
+    group = parser.add_argument_group("fitting")
+    group.add_argument("--inference", metavar="NAME", default="svi",
+                       help=f"inference algorithm: {', '.join(inference_classes())} (default: svi)")
+    group.add_argument("--backend", choices=list(BACKENDS), default="numpyro", help="(default: numpyro)")
+    group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    group.add_argument("--seed", type=int, default=0, help="seeds the fit and the samples (default: 0)")
+    group.add_argument("--out", metavar="RUN_DIR", default=None,
+                       help="run folder (default: runs/<model>-<inference>-<backend>)")
+    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="show a progress bar on stderr (default: when stderr is a terminal)")
+    used = {s for action in parser._actions for s in action.option_strings}
+    fields: list = []
+    if model_cls is not None:
+        fields += _add_fields(parser, model_cls, "model", used)
+    if inference_cls is not None:
+        fields += _add_fields(parser, inference_cls, "inference", used)
+    return parser, fields
+
+
+def _model_class(name: str):
+    from .registry import model_classes, resolve_model
+
+    classes = model_classes()
+    key = name.lower().replace("-", "_")
+    if key not in classes:
+        resolve_model(name)  # raises the registry's "unknown model ... Did you mean ...?" error
+        raise ConfigError(f"unknown model {name!r}; known models: {sorted(classes)}")
+    return classes[key]
+
+
+def _inference_class(name: str):
+    from .registry import resolve_inference
+
+    return type(resolve_inference(name))
+
+
+# ======================================================================================
+# Data
+# ======================================================================================
+def _load_data(name: str, view=None, path=None, seed: int = 0, n=None):
+    from . import datasets
+
+    if path is not None:
+        path = str(Path(path).expanduser().resolve())
+    elif name.lower().endswith(".npz") or (os.path.sep in name and os.path.exists(name)):
+        name, path = "npz", str(Path(name).expanduser().resolve())
+    kwargs = {"view": view, "path": path}
+    toys = {"moons", "swiss_roll", "ring", "grid", "pinwheel"}
+    if name.strip().lower().replace("-", "_") in toys:
+        kwargs.update(seed=seed, n=n)
+    elif n is not None:
+        raise ConfigError(f"--data-n only applies to the generated 2-D toys {sorted(toys)}, not {name!r}")
+    return datasets.load(name, **kwargs)
+
+
+def _reload_data(meta: dict, run):
+    """The data a run was fitted on, from the run's ``config['data']``."""
+    from . import datasets
+
+    name, source = meta.get("name"), meta.get("source")
+    if not name or name == "arrays" or source == "arrays":
+        raise DataError(f"the run in {run} was fitted on arrays passed from Python, which a run folder "
+                        f"does not keep; pass the data with --data NAME (and --data-path PATH, --view VIEW)")
+    kwargs: dict = {}
+    if meta.get("view") is not None:
+        kwargs["view"] = meta["view"]
+    if source == "generated":
+        kwargs.update(seed=meta.get("seed", 0), n=meta.get("n"), noise=meta.get("noise"))
+    elif source not in (None, "scikit-learn"):
+        kwargs["path"] = source
+    data = datasets.load(name, **kwargs)
+    if meta.get("shape") is not None and list(data.shape) != list(meta["shape"]):
+        raise DataError(f"reloading {name!r} for {run} gave examples of shape {list(data.shape)}, but the "
+                        f"run was fitted on shape {meta['shape']}; pass the right data with --data")
+    return data
+
+
+def _data_for_run(args, fit, run):
+    if args.data is not None:
+        return _load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
+    if args.view is not None or args.data_path is not None:
+        raise ConfigError("--view and --data-path need --data NAME as well")
+    return _reload_data(fit.config.get("data", {}), run)
+
+
+def _data_label(meta: dict) -> str:
+    name = meta.get("name", "data")
+    return f"{name} ({meta['view']})" if meta.get("view") else str(name)
+
+
+# ======================================================================================
+# Shared pieces: samples, metrics, summaries
+# ======================================================================================
+class _Scored:
+    """Stands in for a fit whose log-likelihoods are already computed (for ppgen.metrics)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def log_likelihood(self, x):
+        return self.values
+
+
+def _split_metrics(fit, x) -> dict:
+    """Mean log-likelihood per example (nats), its standard error, bits per dimension, count."""
+    from .metrics import bits_per_dim
+
+    x = np.asarray(x)
+    values = np.asarray(fit.log_likelihood(x), dtype=np.float64)
+    n = int(values.shape[0])
+    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"log_likelihood": float(values.mean()), "log_likelihood_se": se,
+            "bits_per_dim": bits_per_dim(_Scored(values), x), "num_examples": n}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _title(fit) -> str:
+    return f"{type(fit.model).__name__}, {fit.inference.title}, {fit.backend}"
+
+
+def _write_samples(fit, out, n: int, seed: int, reference=None) -> tuple:
+    """Draw ``n`` samples; write ``out`` (PNG, when the data are images or 2-D points) and a .npy.
+
+    Returns (png path or None, npy path)."""
+    from . import plots
+
+    out = Path(out)
+    x = np.asarray(fit.sample(n, seed=seed))
+    npy = out.with_suffix(".npy")
+    _save_npy(npy, x)
+    meta = fit.config.get("data", {}) or {}
+    shape = list(meta.get("shape") or x.shape[1:])
+    if len(shape) in (2, 3):
+        low, high = meta.get("low"), meta.get("high")
+        shown = np.clip(x, low, high) if (low is not None or high is not None) else x
+        return plots.image_grid(shown.reshape((n,) + tuple(shape)), out, title=_title(fit)), npy
+    if shape == [2]:
+        ref = None if reference is None else np.asarray(reference).reshape(-1, 2)
+        return plots.scatter(x, out, reference=ref, title=_title(fit)), npy
+    return None, npy
+
+
+def _has_curves(history) -> bool:
+    return len(history) > 1 and any(isinstance(r, dict) and ("loss" in r or "log_likelihood" in r)
+                                    for r in history)
+
+
+def _after_fit(fit, dataset, run_dir: Path, seconds: float, seed: int,
+               splits=("train", "val", "test")) -> tuple:
+    """samples.png/.npy, curves.png and metrics.json in ``run_dir``; returns (metrics, files)."""
+    from . import plots
+    from .checkpoint import write_json
+
+    png, npy = _write_samples(fit, run_dir / "samples.png", SAMPLE_COUNT, seed, reference=dataset.train)
+    files = [p for p in (png, npy) if p is not None]
+    if _has_curves(fit.history):
+        files.append(plots.curves(fit.history, run_dir / "curves.png"))
+    metrics: dict = {"fit_seconds": seconds, "data": _data_label(dataset.meta)}
+    for split in splits:
+        x = getattr(dataset, split)
+        if x is not None:
+            metrics[split] = _split_metrics(fit, x)
+    write_json(run_dir / "metrics.json", metrics)
+    files.append(run_dir / "metrics.json")
+    return metrics, files
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _table(rows: list, header: list) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _rel(path) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# ======================================================================================
+# ppgen fit
+# ======================================================================================
+def _cmd_fit(argv: list) -> int:
+    import ppgen
+
+    from .registry import resolve_inference, resolve_model
+
+    first, _ = _fit_parser(add_help=False)[0].parse_known_args(argv)
+    if first.model is None:
+        parser, _ = _fit_parser()
+        parser.parse_args(argv)  # prints the general help, or says MODEL is missing
+        parser.error("the following arguments are required: MODEL")
+    model_cls = _model_class(first.model)
+    inference_cls = _inference_class(first.inference)
+    parser, fields = _fit_parser(model_cls, inference_cls)
+    args = parser.parse_args(argv)
+    values = vars(args)
+    model_options = {name: values[dest] for dest, name in fields if dest.startswith("model:") and dest in values}
+    inference_options = {name: values[dest] for dest, name in fields
+                         if dest.startswith("inference:") and dest in values}
+
+    dataset = _load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
+    spec = resolve_model(model_cls.family, data_dim=dataset.data_dim, **model_options)
+    alg = resolve_inference(inference_cls.name, **inference_options)
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.family}-{alg.name}-{args.backend}"
+    print(f"ppgen fit: {type(spec).__name__} on {_data_label(dataset.meta)} by {alg.title} "
+          f"({args.backend}, {args.device}, seed {args.seed})", flush=True)
+    start = time.perf_counter()
+    fit = ppgen.fit(spec, dataset, alg, backend=args.backend, device=args.device, seed=args.seed,
+                    run_dir=out, progress=args.progress)
+    seconds = time.perf_counter() - start
+    metrics, files = _after_fit(fit, dataset, out, seconds, args.seed)
+    print(f"run folder: {out}")
+    for split in ("train", "val", "test"):
+        if split in metrics:
+            m = metrics[split]
+            print(f"{split + ' log-likelihood:':26s}{_fmt(m['log_likelihood'])} nats per example "
+                  f"(+/- {_fmt(m['log_likelihood_se'])}, {m['num_examples']} examples)")
+    print(f"{'time:':26s}{seconds:.1f} s")
+    print("wrote: " + ", ".join(Path(f).name for f in files))
+    return 0
+
+
+# ======================================================================================
+# ppgen sample
+# ======================================================================================
+def _cmd_sample(argv: list) -> int:
+    import ppgen
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen sample", formatter_class=_formatter,
+        description="Draw new examples from a run. Images (data of shape HxW or CxHxW) become an "
+                    "image grid, 2-D points a scatter plot over the training data; the raw samples "
+                    "are saved next to the figure as a .npy file.")
+    parser.add_argument("run", metavar="RUN", help="the run folder")
+    parser.add_argument("-n", "--num", dest="n", type=int, default=SAMPLE_COUNT,
+                        help=f"number of samples (default: {SAMPLE_COUNT})")
+    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    parser.add_argument("--out", metavar="PATH", default=None, help="the .png to write (default: RUN/samples.png)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"-n must be at least 1; got {args.n}")
+    run = Path(args.run)
+    fit = ppgen.load(run)
+    out = Path(args.out) if args.out else run / "samples.png"
+    reference = None
+    if list(fit.config.get("data", {}).get("shape") or []) == [2]:
+        try:
+            reference = _reload_data(fit.config["data"], run).train
+        except (PPGenError, OSError):
+            reference = None  # the scatter plot is still useful without the data behind it
+    png, npy = _write_samples(fit, out, args.n, args.seed, reference=reference)
+    if png is None:
+        shape = fit.config.get("data", {}).get("shape")
+        print(f"no figure: examples of shape {shape} are neither images nor 2-D points")
+    else:
+        print(f"wrote {png}")
+    print(f"wrote {npy} ({args.n} samples)")
+    return 0
+
+
+# ======================================================================================
+# ppgen evaluate
+# ======================================================================================
+def _cmd_evaluate(argv: list) -> int:
+    import ppgen
+
+    from .checkpoint import read_json, write_json
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen evaluate", formatter_class=_formatter,
+        description="Mean log-likelihood per example (nats), its standard error, bits per dimension "
+                    "and the number of examples of one data split; printed and merged into "
+                    "RUN/metrics.json.")
+    parser.add_argument("run", metavar="RUN", help="the run folder")
+    parser.add_argument("--split", choices=["test", "val", "train"], default="test", help="(default: test)")
+    _add_data_options(parser, reload_note=True)
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    fit = ppgen.load(run)
+    dataset = _data_for_run(args, fit, run)
+    x = dataset.split(args.split)
+    result = dict(_split_metrics(fit, x), data=_data_label(dataset.meta))
+    path = run / "metrics.json"
+    metrics = read_json(path) if path.exists() else {}
+    if not isinstance(metrics, dict):
+        metrics = {}
+    metrics[args.split] = result
+    write_json(path, metrics)
+    print(f"run: {run}")
+    print(f"data: {result['data']}, split {args.split} ({result['num_examples']} examples)")
+    print(f"log-likelihood: {_fmt(result['log_likelihood'])} nats per example "
+          f"(standard error {_fmt(result['log_likelihood_se'])})")
+    print(f"bits per dimension: {_fmt(result['bits_per_dim'])}")
+    print(f"wrote {path}")
+    return 0
+
+
+# ======================================================================================
+# ppgen inspect
+# ======================================================================================
+def _default_vars(available: dict) -> list:
+    for preferred in (("W_diag", "sigma"), ("sigma", "mu")):
+        names = [n for n in preferred if n in available]
+        if len(names) == len(preferred):
+            return names
+    by_size = sorted(available, key=lambda n: int(np.prod(np.shape(available[n])[2:] or (1,))))
+    return by_size[:2]
+
+
+def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100) -> tuple:
+    """ArviZ summary table, plots and summary.csv of ``fit``; returns (table, plot paths, names)."""
+    from . import arviz as ppaz
+    from .checkpoint import atomic_write_bytes
+
+    available = fit.posterior if fit.posterior is not None else {k: np.asarray(v)[None, None]
+                                                               for k, v in fit.params.items()}
+    names = list(var_names) if var_names else _default_vars(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(f"this fit has no variable {unknown[0]!r}; it has {sorted(available)}")
+    idata = fit.to_arviz(x=x, num_predictive=num_predictive)
+    table = ppaz.summary(idata, var_names=names)
+    paths = ppaz.save_plots(idata, folder, names)
+    csv = folder / "summary.csv"
+    atomic_write_bytes(csv, table.to_csv().encode())
+    return table, paths + [csv], names
+
+
+def _cmd_inspect(argv: list) -> int:
+    import ppgen
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen inspect", formatter_class=_formatter,
+        description="ArviZ summary (mean, sd, HDI, ESS, R-hat) of a run's parameters, and trace, "
+                    "posterior and pair plots in RUN/plots/ (with summary.csv). The run's training "
+                    "data are reloaded to score the log-likelihood group.")
+    parser.add_argument("run", metavar="RUN", help="the run folder")
+    parser.add_argument("--var", dest="vars", metavar="NAME", action="extend", nargs="+", default=None,
+                        help="variables to show (default: small ones, e.g. W_diag and sigma for PPCA)")
+    _add_data_options(parser, reload_note=True)
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    fit = ppgen.load(run)
+    dataset = _data_for_run(args, fit, run)
+    table, paths, _ = _inspect(fit, dataset.train, run / "plots", args.vars)
+    if fit.posterior is None:
+        print(f"note: {fit.inference.title} gives a point estimate, shown as a single draw: sd, ESS "
+              f"and R-hat are undefined. Fit with NUTS or HMC for a posterior.")
+    else:
+        chains, draws = next(iter(fit.posterior.values())).shape[:2]
+        print(f"posterior: {chains} chain(s) x {draws} draws")
+    print(table.to_string())
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+# ======================================================================================
+# ppgen models
+# ======================================================================================
+def _cmd_models(argv: list) -> int:
+    from .registry import support_table
+
+    parser = argparse.ArgumentParser(prog="ppgen models", formatter_class=_formatter,
+                                     description="Model families, the inference that fits each, and backends.")
+    parser.parse_args(argv)
+    print(_table([list(r) for r in support_table()], ["family", "inference", "backends"]))
+    return 0
+
+
+# ======================================================================================
+# ppgen demo
+# ======================================================================================
+class _Stages:
+    """Prints one line when a stage starts and one when it ends, with elapsed seconds."""
+
+    def __init__(self):
+        self.origin = time.perf_counter()
+        self.started = self.origin
+
+    def _line(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.origin:6.1f} s] {text}", flush=True)
+
+    def start(self, text: str) -> None:
+        self.started = time.perf_counter()
+        self._line(f"start: {text}")
+
+    def end(self, text: str = "") -> float:
+        took = time.perf_counter() - self.started
+        self._line(f"done ({took:.1f} s){': ' + text if text else ''}")
+        return took
+
+
+def _truthy(value) -> bool:
+    return str(value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _cmd_demo(argv: list) -> int:
+    import ppgen
+
+    from . import datasets
+    from .checkpoint import write_json
+    from .inference import NUTS, ClosedForm
+    from .models import PPCA
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen demo", formatter_class=_formatter,
+        description=f"Fit PPCA (latent_dim={DEMO_LATENT_DIM}) to the digits (view 'unit') by closed-form "
+                    f"maximum likelihood and by NUTS ({DEMO_DRAWS} warm-up and {DEMO_DRAWS} draws, 2 chains), "
+                    "both with numpyro; write both run folders with samples, metrics and, for NUTS, "
+                    "ArviZ plots; print a comparison and write OUT/report.json.")
+    parser.add_argument("--out", metavar="DIR", default="runs/demo", help="(default: runs/demo)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"NUTS with {DEMO_QUICK_DRAWS}/{DEMO_QUICK_DRAWS} draws (also: env PPGEN_QUICK=1)")
+    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    args = parser.parse_args(argv)
+    quick = args.quick or _truthy(os.environ.get("PPGEN_QUICK"))
+    draws = DEMO_QUICK_DRAWS if quick else DEMO_DRAWS
+    out = Path(args.out)
+    stages = _Stages()
+    print(f"ppgen demo: PPCA on the digits, closed form vs NUTS{' (quick)' if quick else ''}; output in {out}",
+          flush=True)
+
+    stages.start("load digits (view 'unit')")
+    data = datasets.load("digits", view="unit")
+    stages.end(f"{data.train.shape[0]} train, {data.val.shape[0]} val, {data.test.shape[0]} test images "
+               f"of {data.shape[0]}x{data.shape[1]}")
+    spec = PPCA(data_dim=data.data_dim, latent_dim=DEMO_LATENT_DIM)
+    plans = [("closed_form", ClosedForm()),
+             ("nuts", NUTS(num_samples=draws, num_warmup=draws, num_chains=2))]
+    report: dict = {"model": spec.to_config(), "backend": "numpyro", "seed": args.seed, "quick": quick,
+                    "data": {"name": "digits", "view": "unit", "train": int(data.train.shape[0]),
+                             "val": int(data.val.shape[0]), "test": int(data.test.shape[0])},
+                    "runs": {}}
+    for key, alg in plans:
+        run_dir = out / key
+        what = alg.title if key == "closed_form" else (f"NUTS ({alg.num_warmup} warm-up + {alg.num_samples} "
+                                                       f"draws x {alg.num_chains} chains)")
+        stages.start(f"fit PPCA(latent_dim={spec.latent_dim}) by {what}, numpyro")
+        fit = ppgen.fit(spec, data, alg, backend="numpyro", seed=args.seed, run_dir=run_dir, progress=False)
+        seconds = stages.end(f"run folder {run_dir}")
+        stages.start("samples.png and metrics.json")
+        metrics, files = _after_fit(fit, data, run_dir, seconds, args.seed, splits=("val", "test"))
+        stages.end(f"test log-likelihood {_fmt(metrics['test']['log_likelihood'])} nats per example")
+        entry = {"run_dir": str(run_dir), "inference": alg.to_config(), "fit_seconds": seconds,
+                 "test_log_likelihood": metrics["test"]["log_likelihood"],
+                 "test_log_likelihood_se": metrics["test"]["log_likelihood_se"],
+                 "val_log_likelihood": metrics["val"]["log_likelihood"],
+                 "test_bits_per_dim": metrics["test"]["bits_per_dim"],
+                 "files": [str(f) for f in files]}
+        if fit.sample_stats is not None:
+            entry["divergences"] = int(np.sum(fit.sample_stats["diverging"]))
+            stages.start("ArviZ summary and trace/posterior/pair plots of W_diag, sigma")
+            table, paths, _ = _inspect(fit, None, run_dir / "plots", ["W_diag", "sigma"], num_predictive=20)
+            entry["max_r_hat"] = float(table["r_hat"].max()) if "r_hat" in table else None
+            entry["min_ess_bulk"] = float(table["ess_bulk"].min()) if "ess_bulk" in table else None
+            entry["files"] += [str(p) for p in paths]
+            stages.end(f"R-hat at most {_fmt(entry['max_r_hat'], 3)}, bulk ESS at least "
+                       f"{_fmt(entry['min_ess_bulk'], 0)}; plots in {run_dir / 'plots'}")
+            print(table.to_string(), flush=True)
+        report["runs"][key] = entry
+    report["total_seconds"] = time.perf_counter() - stages.origin
+    write_json(out / "report.json", report)
+
+    rows = []
+    for key, entry in report["runs"].items():
+        rows.append([key, _fmt(entry["test_log_likelihood"], 3), _fmt(entry["test_log_likelihood_se"], 3),
+                     _fmt(entry["val_log_likelihood"], 3), f"{entry['fit_seconds']:.1f}",
+                     str(entry.get("divergences", "-"))])
+    print()
+    print("PPCA(latent_dim=8) on digits, log-likelihood in nats per example (higher is better):")
+    print(_table(rows, ["method", "test", "+/- se", "val", "fit seconds", "divergences"]))
+    print(f"\nwrote {out / 'report.json'} (total {report['total_seconds']:.1f} s)")
+    return 0

@@ -1,0 +1,212 @@
+"""Figures of fits, saved as PNG files: image grids, 2-D scatter plots, training curves.
+
+Every function draws on its own ``matplotlib.figure.Figure`` with the Agg (raster, no display)
+canvas, so it works on machines without a screen and leaves pyplot's global state and the
+user's chosen backend alone. matplotlib is imported inside the functions, never when ``ppgen``
+is imported. Files are written atomically: a reader never sees half a PNG, and an interrupted
+write leaves the previous file intact.
+
+Example:
+    >>> from ppgen import plots
+    >>> plots.image_grid(fit.sample(64), "runs/ppca/samples.png", title="PPCA samples")
+    >>> plots.scatter(fit.sample(1000), "runs/ring/samples.png", reference=data.train)
+    >>> plots.curves(fit.history, "runs/ppca/curves.png")
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import atomic_write_bytes
+from .errors import ConfigError, DataError
+
+__all__ = ["curves", "image_grid", "scatter"]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path, dpi: int = 100) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"figures are written as PNG; give a path ending in .png, not {str(path)!r}")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _as_images(images, shape) -> np.ndarray:
+    """(n, H, W) grey or (n, H, W, 3) colour images from (n, H, W), (n, C, H, W) or (n, D)."""
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"image_grid needs at least one image; got an array of shape {x.shape}")
+    if shape is not None:
+        shape = tuple(int(s) for s in shape)
+        if math.prod(shape) != math.prod(x.shape[1:]):
+            raise DataError(f"cannot show examples of shape {x.shape[1:]} as images of shape {shape}: "
+                            f"{math.prod(x.shape[1:])} values each, not {math.prod(shape)}")
+        x = x.reshape((x.shape[0],) + shape)
+    elif x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise DataError(f"flat examples of {x.shape[1]} values are not square images; pass "
+                            f"shape=(H, W) or shape=(C, H, W)")
+        x = x.reshape(x.shape[0], side, side)
+    if x.ndim == 4:
+        if x.shape[1] == 1:
+            x = x[:, 0]
+        elif x.shape[1] == 3:
+            x = x.transpose(0, 2, 3, 1)
+        else:
+            raise DataError(f"images of shape {x.shape[1:]} have {x.shape[1]} channels; image_grid "
+                            f"shows 1 (grey) or 3 (RGB) channels, as (n, C, H, W)")
+    elif x.ndim != 3:
+        raise DataError(f"image_grid takes (n, H, W), (n, C, H, W) or flat (n, D) with shape=; "
+                        f"got an array of shape {np.shape(images)}")
+    if not np.all(np.isfinite(x)):
+        raise DataError("image_grid got NaN or infinite pixel values; check the samples")
+    return x
+
+
+def image_grid(images, path, shape: Sequence[int] | None = None, title: str | None = None) -> Path:
+    """Save images side by side in a near-square grid as one PNG.
+
+    Values are shown on one scale for the whole grid, from its smallest to its largest value
+    (clip samples to the data's range first so that outliers do not wash the grid out).
+
+    Args:
+        images: ``(n, H, W)`` grey images, ``(n, C, H, W)`` with C = 1 or 3, or flat ``(n, D)``
+            with ``shape`` (a flat square image needs no shape).
+        path: the ``.png`` file to write (folders are created).
+        shape: the shape of one image, ``(H, W)`` or ``(C, H, W)``, for flat input.
+        title: a title above the grid.
+
+    Returns:
+        Path: ``path``.
+
+    Example:
+        >>> image_grid(fit.sample(64), "samples.png", title="PPCA, K = 8")
+    """
+    x = _as_images(images, shape)
+    n, height, width = x.shape[:3]
+    colour = x.ndim == 4
+    low, high = float(x.min()), float(x.max())
+    scaled = (x - low) / (high - low) if high > low else np.zeros_like(x)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pad = 1
+    mosaic = np.ones((rows * (height + pad) + pad, cols * (width + pad) + pad) + ((3,) if colour else ()))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        mosaic[top:top + height, left:left + width] = scaled[i]
+    inches = min(12.0, max(3.0, 0.6 * cols))
+    fig = _figure(inches, inches * mosaic.shape[0] / mosaic.shape[1] + (0.4 if title else 0.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(mosaic, cmap=None if colour else "gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def scatter(points, path, reference=None, title: str | None = None) -> Path:
+    """Save 2-D points as a scatter plot, optionally over the data they should resemble.
+
+    Args:
+        points: ``(n, 2)`` samples, drawn in colour.
+        path: the ``.png`` file to write.
+        reference: ``(m, 2)`` data (e.g. the training set), drawn in grey behind the samples.
+        title: a title above the plot.
+
+    Returns:
+        Path: ``path``.
+
+    Example:
+        >>> scatter(fit.sample(1000), "samples.png", reference=data.train, title="ring")
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise DataError(f"scatter needs points of shape (n, 2); got {p.shape}")
+    ref = None
+    if reference is not None:
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.ndim != 2 or ref.shape[1] != 2:
+            raise DataError(f"scatter's reference must have shape (m, 2); got {ref.shape}")
+    fig = _figure(5.0, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    size = max(1.0, min(12.0, 3000.0 / max(len(p), 1)))
+    if ref is not None:
+        ax.scatter(ref[:, 0], ref[:, 1], s=size, c="0.7", alpha=0.5, linewidths=0, label="data")
+    ax.scatter(p[:, 0], p[:, 1], s=size, c="tab:blue", alpha=0.7, linewidths=0, label="samples")
+    ax.set_aspect("equal", adjustable="datalim")
+    if ref is not None:
+        ax.legend(loc="best", markerscale=max(1.0, 6.0 / size), frameon=False)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _records(history) -> list:
+    if hasattr(history, "to_dict"):  # a pandas DataFrame
+        return list(history.to_dict("records"))
+    return list(history)
+
+
+def curves(history, path, keys: Sequence[str] = ("loss", "log_likelihood")) -> Path:
+    """Save training curves: one panel per metric in ``keys`` that the history records.
+
+    Args:
+        history: ``fit.history`` (a list of dicts with ``step`` and metrics, or a DataFrame).
+        path: the ``.png`` file to write.
+        keys: metrics to draw; those absent from the history are skipped.
+
+    Returns:
+        Path: ``path``.
+
+    Raises:
+        DataError: the history records none of ``keys``.
+
+    Example:
+        >>> curves(fit.history, "curves.png")
+    """
+    records = _records(history)
+    panels = []
+    for key in keys:
+        steps, values = [], []
+        for i, record in enumerate(records):
+            value = record.get(key) if isinstance(record, dict) else None
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value):
+                steps.append(record.get("step", i + 1))
+                values.append(float(value))
+        if values:
+            panels.append((key, np.asarray(steps), np.asarray(values)))
+    if not panels:
+        present = sorted({k for r in records if isinstance(r, dict) for k in r})
+        raise DataError(f"the history ({len(records)} steps) records none of {list(keys)}; "
+                        f"it has {present}. Pass keys= naming one of those")
+    fig = _figure(4.5 * len(panels), 3.2)
+    for i, (key, steps, values) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.plot(steps, values, color="tab:blue", linewidth=0.8, alpha=0.5 if len(values) > 50 else 1.0)
+        if len(values) > 50:  # a moving average shows the trend of noisy minibatch losses
+            width = max(2, len(values) // 50)
+            smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+            ax.plot(steps[width - 1:], smooth, color="tab:blue", linewidth=1.5)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,370 @@
+"""End-to-end tests of the ``ppgen`` command line, called in-process through ``ppgen.cli.main``.
+
+Fits use small synthetic .npz files written to tmp_path (4x4 "images" and 2-D points), so the
+whole file stays fast; the demo runs in quick mode.
+"""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import ppgen
+from ppgen import datasets, inference, models
+from ppgen.cli import main
+
+
+# ---------------------------------------------------------------------------------------
+# helpers and shared runs
+# ---------------------------------------------------------------------------------------
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_png(path):
+    assert path.exists() and path.stat().st_size > 0, path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3
+    assert len(np.unique(image)) > 1
+
+
+def read_metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def assert_finite_split(entry, count):
+    assert entry["num_examples"] == count
+    for key in ("log_likelihood", "log_likelihood_se", "bits_per_dim"):
+        assert isinstance(entry[key], float) and math.isfinite(entry[key]), (key, entry)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """images.npz: 4x4 images from a rank-3 Gaussian; points.npz: a noisy line in 2-D."""
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(16, 3))
+    x = (rng.normal(size=(310, 3)) @ W.T + 0.3 * rng.normal(size=(310, 16))).reshape(310, 4, 4)
+    np.savez(folder / "images.npz", train=x[:200], val=x[200:250], test=x[250:])
+    z = rng.normal(size=(300, 1))
+    p = np.c_[z, 0.5 * z + 0.3] + 0.2 * rng.normal(size=(300, 2))
+    np.savez(folder / "points.npz", train=p[:200], val=p[200:250], test=p[250:])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def closed_form_run(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "cf"
+    code = main(["fit", "ppca", "--data", "npz", "--data-path", str(data_dir / "images.npz"),
+                 "--inference", "closed_form", "--latent-dim", "3", "--backend", "pyro", "--out", str(run),
+                 "--no-progress"])
+    assert code == 0
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# models, help, entry points
+# ---------------------------------------------------------------------------------------
+def test_models_table(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    ppca = {row[1] for row in rows if row and row[0] == "ppca"}
+    assert ppca >= {"closed_form", "em", "svi", "nuts", "hmc"}
+    assert "\x1b" not in out  # plain text, no colour codes
+
+
+def test_python_dash_m_ppgen():
+    result = subprocess.run([sys.executable, "-m", "ppgen", "models"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "closed_form" in result.stdout and "nuts" in result.stdout
+
+
+def test_top_level_help_and_errors(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    for command in ("fit", "sample", "evaluate", "inspect", "models", "demo"):
+        assert command in out
+    code, _, err = run_cli(capsys)
+    assert code == 2 and "choose a command" in err
+    code, _, err = run_cli(capsys, "fitt")
+    assert code == 2 and "invalid choice" in err
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and ppgen.__version__ in out
+
+
+def test_fit_help_lists_model_and_inference_options(capsys):
+    code, out, _ = run_cli(capsys, "fit", "ppca", "--inference", "nuts", "--help")
+    assert code == 0
+    for option in ("--latent-dim", "--data-dim", "--w-prior-scale", "--identification",
+                   "--num-samples", "--num-warmup", "--num-chains", "--target-accept-prob",
+                   "--dense-mass", "--no-dense-mass", "--max-tree-depth", "--chain-method",
+                   "--data", "--view", "--data-path", "--backend", "--seed", "--out", "--no-progress"):
+        assert option in out, option
+    assert "(default: 2)" in out           # PPCA latent_dim
+    assert "(default: 1000)" in out        # NUTS num_samples / num_warmup
+    assert "(default: from the data)" in out
+    assert "{pivoted,first}" in out and "sequential" in out
+    assert "--steps INT" not in out        # SVI's options only with --inference svi
+
+    code, out, _ = run_cli(capsys, "fit", "ppca", "--inference", "svi", "--help")
+    assert code == 0
+    assert "--elbo" in out and "meanfield" in out and "--steps" in out and "INT|none" in out
+    assert "--num-warmup INT" not in out
+
+
+def test_fit_help_without_a_model(capsys):
+    code, out, _ = run_cli(capsys, "fit", "--help")
+    assert code == 0 and "MODEL" in out and "--inference" in out
+    code, _, err = run_cli(capsys, "fit")
+    assert code == 2 and "MODEL" in err
+
+
+# ---------------------------------------------------------------------------------------
+# fit, sample, evaluate, inspect
+# ---------------------------------------------------------------------------------------
+def test_fit_closed_form_writes_run_and_matches_python(closed_form_run, data_dir):
+    run = closed_form_run
+    for name in ("config.json", "fit.safetensors", "history.json", "metrics.json", "samples.npy"):
+        assert (run / name).exists(), name
+    assert_png(run / "samples.png")
+    assert not (run / "curves.png").exists()  # one step: no curve to draw
+    samples = np.load(run / "samples.npy")
+    assert samples.shape == (64, 4, 4) and np.all(np.isfinite(samples))
+
+    metrics = read_metrics(run)
+    assert_finite_split(metrics["test"], 60)
+    assert_finite_split(metrics["val"], 50)
+    data = datasets.load("npz", path=str(data_dir / "images.npz"))
+    fit = ppgen.fit(models.PPCA(data_dim=16, latent_dim=3), data, inference.ClosedForm(),
+                    backend="pyro", seed=0)
+    for split in ("test", "val"):
+        expected = float(np.mean(fit.log_likelihood(getattr(data, split))))
+        assert metrics[split]["log_likelihood"] == pytest.approx(expected, rel=1e-6)
+    # bits per dimension from its definition, not from the code under test
+    expected_bpd = -metrics["test"]["log_likelihood"] / (16 * math.log(2))
+    assert metrics["test"]["bits_per_dim"] == pytest.approx(expected_bpd, rel=1e-9)
+    ll = fit.log_likelihood(data.test)
+    assert metrics["test"]["log_likelihood_se"] == pytest.approx(np.std(ll, ddof=1) / math.sqrt(60), rel=1e-5)
+
+
+def test_fit_prints_summary(capsys, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "fit", "ppca", "--data", str(data_dir / "points.npz"),
+                             "--inference", "closed-form", "--latent-dim", "1", "--no-progress")
+    assert code == 0, err
+    run = tmp_path / "runs" / "ppca-closed_form-numpyro"   # the default run folder
+    assert (run / "config.json").exists()
+    assert "run folder:" in out and "test log-likelihood:" in out and "time:" in out
+    assert "\x1b" not in out
+
+
+def test_sample_command(capsys, closed_form_run, tmp_path):
+    out_png = tmp_path / "more" / "grid.png"
+    code, _out, err = run_cli(capsys, "sample", closed_form_run, "-n", 16, "--seed", 3, "--out", out_png)
+    assert code == 0, err
+    assert_png(out_png)
+    samples = np.load(tmp_path / "more" / "grid.npy")
+    assert samples.shape == (16, 4, 4)
+    expected = ppgen.load(closed_form_run).sample(16, seed=3)
+    np.testing.assert_allclose(samples, expected, rtol=1e-6)
+    code, _, _ = run_cli(capsys, "sample", closed_form_run, "-n", 0)
+    assert code == 2
+
+
+def test_evaluate_merges_metrics(capsys, closed_form_run, data_dir):
+    before = read_metrics(closed_form_run)
+    code, out, err = run_cli(capsys, "evaluate", closed_form_run, "--split", "train")
+    assert code == 0, err
+    assert "nats per example" in out and "bits per dimension" in out
+    after = read_metrics(closed_form_run)
+    assert after["test"] == before["test"]                     # merged, not replaced
+    assert_finite_split(after["train"], 200)
+    data = datasets.load("npz", path=str(data_dir / "images.npz"))
+    expected = float(np.mean(ppgen.load(closed_form_run).log_likelihood(data.train)))
+    assert after["train"]["log_likelihood"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluate_run_fitted_on_arrays_needs_data(capsys, data_dir, tmp_path):
+    arrays = np.load(data_dir / "points.npz")
+    run = tmp_path / "arrays-run"
+    ppgen.fit(models.PPCA(data_dim=2, latent_dim=1),
+              datasets.from_arrays(arrays["train"], test=arrays["test"]), "closed_form",
+              backend="numpyro", run_dir=run)
+    code, _, err = run_cli(capsys, "evaluate", run)
+    assert code == 2 and "ppgen: error:" in err and "--data" in err and "Traceback" not in err
+    code, _out, err = run_cli(capsys, "evaluate", run, "--data", "npz", "--data-path", data_dir / "points.npz",
+                             "--split", "val")
+    assert code == 0, err
+    assert_finite_split(read_metrics(run)["val"], 50)
+
+
+def test_digits_run_reloads_its_data(capsys, tmp_path):
+    run = tmp_path / "digits"
+    code, out, err = run_cli(capsys, "fit", "ppca", "--inference", "closed_form", "--latent-dim", 4,
+                             "--backend", "pyro", "--out", run)
+    assert code == 0, err
+    assert "digits (unit)" in out
+    assert_png(run / "samples.png")
+    assert np.load(run / "samples.npy").shape == (64, 8, 8)
+    code, out, err = run_cli(capsys, "evaluate", run)   # data reloaded from config.json: digits, unit
+    assert code == 0, err
+    data = datasets.load("digits", view="unit")
+    expected = float(np.mean(ppgen.load(run).log_likelihood(data.test)))
+    assert read_metrics(run)["test"]["log_likelihood"] == pytest.approx(expected, rel=1e-6)
+    assert read_metrics(run)["test"]["num_examples"] == data.test.shape[0]
+
+
+def test_toy_run_reloads_its_data(capsys, tmp_path):
+    run = tmp_path / "ring"
+    code, _, err = run_cli(capsys, "fit", "ppca", "--data", "ring", "--data-n", 400, "--data-seed", 2,
+                           "--inference", "closed_form", "--latent-dim", 1, "--backend", "pyro", "--out", run)
+    assert code == 0, err
+    assert_png(run / "samples.png")
+    code, _, err = run_cli(capsys, "evaluate", run, "--split", "val")
+    assert code == 0, err
+    data = datasets.load("ring", n=400, seed=2)
+    assert read_metrics(run)["val"]["num_examples"] == data.val.shape[0]
+    expected = float(np.mean(ppgen.load(run).log_likelihood(data.val)))
+    assert read_metrics(run)["val"]["log_likelihood"] == pytest.approx(expected, rel=1e-6)
+    code, _, err = run_cli(capsys, "sample", run, "-n", 50, "--out", tmp_path / "ring.png")
+    assert code == 0, err
+    assert_png(tmp_path / "ring.png")
+    code, _, err = run_cli(capsys, "fit", "ppca", "--data-n", 10, "--inference", "closed_form")
+    assert_clean_error(code, err, "--data-n")
+
+
+def test_fit_em_on_points_draws_scatter_and_curves(capsys, data_dir, tmp_path):
+    run = tmp_path / "em"
+    code, _, err = run_cli(capsys, "fit", "ppca", "--data", "npz", "--data-path", data_dir / "points.npz",
+                           "--inference", "em", "--latent-dim", "1", "--max-iter", 200, "--backend", "pyro",
+                           "--out", run)
+    assert code == 0, err
+    assert_png(run / "samples.png")
+    assert_png(run / "curves.png")
+    assert json.loads((run / "config.json").read_text())["inference"]["options"]["max_iter"] == 200
+    code, _out, err = run_cli(capsys, "sample", run, "-n", 100)
+    assert code == 0, err
+    assert np.load(run / "samples.npy").shape == (100, 2)
+
+
+def test_fit_svi_pyro_with_generated_flags(capsys, data_dir, tmp_path):
+    run = tmp_path / "svi"
+    code, _out, err = run_cli(capsys, "fit", "ppca", "--data", "npz", "--data-path", data_dir / "points.npz",
+                             "--inference", "svi", "--backend", "pyro", "--elbo", "meanfield",
+                             "--steps", 50, "--lr", 0.05, "--batch-size", "none", "--latent-dim", 1,
+                             "--out", run, "--no-progress")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["backend"] == "pyro"
+    assert config["inference"]["options"]["elbo"] == "meanfield"
+    assert config["inference"]["options"]["steps"] == 50
+    assert config["inference"]["options"]["batch_size"] is None
+    assert len(json.loads((run / "history.json").read_text())) == 50
+    assert_png(run / "curves.png")
+    metrics = read_metrics(run)
+    assert_finite_split(metrics["test"], 50)
+
+
+def test_fit_nuts_then_inspect(capsys, data_dir, tmp_path):
+    run = tmp_path / "nuts"
+    code, _, err = run_cli(capsys, "fit", "ppca", "--data", "npz", "--data-path", data_dir / "points.npz",
+                           "--inference", "nuts", "--num-samples", 30, "--num-warmup", 30, "--num-chains", 1,
+                           "--latent-dim", 1, "--backend", "pyro", "--out", run)
+    assert code == 0, err
+    assert_finite_split(read_metrics(run)["test"], 50)
+    code, out, err = run_cli(capsys, "inspect", run)
+    assert code == 0, err
+    assert "W_diag" in out and "sigma" in out and "r_hat" in out
+    assert_png(run / "plots" / "trace.png")
+    summary = (run / "plots" / "summary.csv").read_text()
+    assert "W_diag" in summary and "sigma" in summary
+    code, _, err = run_cli(capsys, "inspect", run, "--var", "nope")
+    assert code == 2 and "nope" in err
+
+
+def test_inspect_point_estimate(capsys, closed_form_run):
+    code, out, err = run_cli(capsys, "inspect", closed_form_run, "--var", "sigma", "--var", "mu")
+    assert code == 0, err
+    assert "point estimate" in out and "sigma" in out and "mu[15]" in out
+    assert (closed_form_run / "plots" / "summary.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# errors: a message and exit status 2, never a traceback
+# ---------------------------------------------------------------------------------------
+def assert_clean_error(code, err, *fragments):
+    assert code == 2
+    assert "error:" in err and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_unknown_model(capsys):
+    code, _, err = run_cli(capsys, "fit", "ppac")
+    assert_clean_error(code, err, "ppgen: error:", "unknown model 'ppac'. Did you mean 'ppca'?")
+
+
+def test_unknown_inference(capsys):
+    code, _, err = run_cli(capsys, "fit", "ppca", "--inference", "nutz")
+    assert_clean_error(code, err, "unknown inference 'nutz'", "Did you mean 'nuts'?")
+
+
+def test_latent_dim_too_large(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "fit", "ppca", "--latent-dim", 64, "--inference", "closed_form",
+                           "--out", tmp_path / "never")
+    assert_clean_error(code, err, "ppgen: error:", "latent_dim")
+    assert not (tmp_path / "never").exists()
+
+
+def test_bad_option_values(capsys):
+    code, _, err = run_cli(capsys, "fit", "ppca", "--latent-dim", "two")
+    assert_clean_error(code, err, "invalid int value")
+    code, _, err = run_cli(capsys, "fit", "ppca", "--inference", "svi", "--elbo", "trac")
+    assert_clean_error(code, err, "invalid choice")
+    code, _, err = run_cli(capsys, "fit", "ppca", "--inference", "closed_form", "--steps", 5)
+    assert_clean_error(code, err, "unrecognized arguments: --steps")
+
+
+def test_missing_run_folder(capsys, tmp_path):
+    for command in ("sample", "evaluate", "inspect"):
+        code, _, err = run_cli(capsys, command, tmp_path / "no-such-run")
+        assert_clean_error(code, err, "ppgen: error:", "no-such-run")
+
+
+def test_truncated_safetensors(capsys, closed_form_run, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(closed_form_run, broken)
+    data = (broken / "fit.safetensors").read_bytes()
+    (broken / "fit.safetensors").write_bytes(data[: len(data) // 2])
+    for command in ("sample", "evaluate"):
+        code, _, err = run_cli(capsys, command, broken)
+        assert_clean_error(code, err, "ppgen: error:", "truncated or corrupt")
+
+
+# ---------------------------------------------------------------------------------------
+# demo (PPCA on the digits, closed form vs NUTS) in quick mode: about a minute
+# ---------------------------------------------------------------------------------------
+def test_demo_quick(capsys, tmp_path):
+    out_dir = tmp_path / "demo"
+    code, out, err = run_cli(capsys, "demo", "--quick", "--out", out_dir)
+    assert code == 0, err
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["quick"] is True
+    assert set(report["runs"]) == {"closed_form", "nuts"}
+    for key in ("closed_form", "nuts"):
+        assert_png(out_dir / key / "samples.png")
+        assert math.isfinite(read_metrics(out_dir / key)["test"]["log_likelihood"])
+        assert math.isfinite(report["runs"][key]["test_log_likelihood"])
+    for name in ("trace.png", "posterior.png", "pair.png"):
+        assert_png(out_dir / "nuts" / "plots" / name)
+    assert "W_diag" in (out_dir / "nuts" / "plots" / "summary.csv").read_text()
+    assert "closed_form" in out and "nuts" in out and "start:" in out and "done" in out
