@@ -166,6 +166,30 @@ class SVI(Inference):
         return state["impl"].restore_state(self, state, arrays, meta)
 
 
+_ELBO_CLASSES = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "renyi": "RenyiELBO",
+                 "enum": "TraceEnum_ELBO"}
+_AUTO_GUIDE_CLASSES = {"normal": "AutoNormal", "multivariate_normal": "AutoMultivariateNormal",
+                       "low_rank_normal": "AutoLowRankMultivariateNormal", "delta": "AutoDelta"}
+
+
+def _make_elbo(svi: SVI, infer_module):
+    """``svi.elbo`` from ``pyro.infer`` or ``numpyro.infer`` (same class names and arguments)."""
+    cls = getattr(infer_module, _ELBO_CLASSES[svi.elbo])
+    if svi.elbo == "renyi":
+        return cls(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
+    return cls(num_particles=svi.num_particles)
+
+
+def _make_auto_guide(svi: SVI, name: str, model, autoguide_module, init_loc_fn):
+    """An automatic guide from either backend's ``autoguide`` module (same names and arguments)."""
+    kwargs = {"init_loc_fn": init_loc_fn}
+    if name != "delta":
+        kwargs["init_scale"] = svi.init_scale
+    if name == "low_rank_normal":
+        kwargs["rank"] = svi.rank
+    return getattr(autoguide_module, _AUTO_GUIDE_CLASSES[name])(model, **kwargs)
+
+
 def _bind(program, fn):
     """``fn`` called with the batch keywords it accepts, plus ``num_data``."""
     if fn is None:
@@ -194,31 +218,15 @@ def _latent_site_names(be, model, batch):
 class _PyroSVI:
     @staticmethod
     def _elbo(svi: SVI):
-        import pyro.infer as pi
+        import pyro.infer
 
-        if callable(svi.elbo):
-            return svi.elbo
-        if svi.elbo == "trace":
-            return pi.Trace_ELBO(num_particles=svi.num_particles)
-        if svi.elbo == "meanfield":
-            return pi.TraceMeanField_ELBO(num_particles=svi.num_particles)
-        if svi.elbo == "renyi":
-            return pi.RenyiELBO(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
-        return pi.TraceEnum_ELBO(num_particles=svi.num_particles)
+        return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer)
 
     @staticmethod
     def _auto_guide(svi: SVI, name: str, model):
-        import pyro.infer.autoguide as ag
+        import pyro.infer.autoguide as autoguide
 
-        init = ag.init_to_median
-        if name == "normal":
-            return ag.AutoNormal(model, init_loc_fn=init, init_scale=svi.init_scale)
-        if name == "multivariate_normal":
-            return ag.AutoMultivariateNormal(model, init_loc_fn=init, init_scale=svi.init_scale)
-        if name == "low_rank_normal":
-            return ag.AutoLowRankMultivariateNormal(model, init_loc_fn=init, init_scale=svi.init_scale,
-                                                    rank=svi.rank)
-        return ag.AutoDelta(model, init_loc_fn=init)
+        return _make_auto_guide(svi, name, model, autoguide, autoguide.init_to_median)
 
     @classmethod
     def _loss(cls, svi, state, batch, differentiable=True):
@@ -374,32 +382,17 @@ def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
 # ======================================================================================
 class _NumPyroSVI:
     @staticmethod
-    def _elbo(svi: SVI, program):
-        import numpyro.infer as ni
+    def _elbo(svi: SVI):
+        import numpyro.infer
 
-        if callable(svi.elbo):
-            return _NumPyroCustomLoss(svi.elbo)
-        if svi.elbo == "trace":
-            return ni.Trace_ELBO(num_particles=svi.num_particles)
-        if svi.elbo == "meanfield":
-            return ni.TraceMeanField_ELBO(num_particles=svi.num_particles)
-        if svi.elbo == "renyi":
-            return ni.RenyiELBO(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
-        return ni.TraceEnum_ELBO(num_particles=svi.num_particles)
+        return _NumPyroCustomLoss(svi.elbo) if callable(svi.elbo) else _make_elbo(svi, numpyro.infer)
 
     @staticmethod
     def _auto_guide(svi: SVI, name: str, model):
-        import numpyro.infer.autoguide as ag
+        import numpyro.infer.autoguide as autoguide
         from numpyro.infer import init_to_median
 
-        if name == "normal":
-            return ag.AutoNormal(model, init_loc_fn=init_to_median, init_scale=svi.init_scale)
-        if name == "multivariate_normal":
-            return ag.AutoMultivariateNormal(model, init_loc_fn=init_to_median, init_scale=svi.init_scale)
-        if name == "low_rank_normal":
-            return ag.AutoLowRankMultivariateNormal(model, init_loc_fn=init_to_median,
-                                                    init_scale=svi.init_scale, rank=svi.rank)
-        return ag.AutoDelta(model, init_loc_fn=init_to_median)
+        return _make_auto_guide(svi, name, model, autoguide, init_to_median)
 
     @classmethod
     def init(cls, svi: SVI, program, batch, seed):
@@ -416,7 +409,7 @@ class _NumPyroSVI:
             optim = numpyro.optim.Adam(step_size=schedule)
         else:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
-        engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
+        engine = ni.SVI(model, guide, optim, cls._elbo(svi))
         svi_state = engine.init(jax.random.PRNGKey(seed), **batch)
         return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state,
                 "model": model, "guide": guide, "batch": batch,
