@@ -130,7 +130,8 @@ class PPCA(ModelSpec):
             raise DataError(
                 f"{what} has {x.shape[1]} values per example but PPCA(data_dim={self.data_dim}); "
                 f"build the spec with data_dim={x.shape[1]}")
-        return check_finite(x.astype(np.float32, copy=False), what)
+        x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)  # float64 stays exact
+        return check_finite(x, what)
 
     def param_names(self, form: str) -> tuple:
         return ("W", "mu", "sigma")
@@ -367,6 +368,7 @@ class PPCA(ModelSpec):
 
         Returns an array of shape (*draw_shape, N)."""
         be = get_backend(backend)
+        x = self.check_data(x, "x").astype(np.float64, copy=False)
         params = {k: np.asarray(v, dtype=np.float64) for k, v in self.point_params(params).items()}
         draw_shape = params["sigma"].shape
         flat = {k: v.reshape((-1,) + v.shape[len(draw_shape):]) for k, v in params.items()}

@@ -63,6 +63,9 @@ def test_backends_agree_on_log_likelihood_for_identical_parameters():
     b = spec.log_likelihood("numpyro", params, x)
     np.testing.assert_allclose(a, b, rtol=1e-5)
     np.testing.assert_allclose(a, exact_log_likelihood(x, params["W"], params["mu"], 0.49), rtol=1e-5)
+    np.testing.assert_allclose(spec.log_likelihood("numpyro", params, x.reshape(50, 3, 4)), b, rtol=1e-12)
+    with pytest.raises(DataError, match="5 values per example but PPCA\\(data_dim=12\\)"):
+        spec.log_likelihood("pyro", params, x[:, :5])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
