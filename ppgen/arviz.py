@@ -132,7 +132,9 @@ def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
                 if hasattr(result, "savefig"):      # arviz 1.x plot collections
                     result.savefig(path)
                 else:
-                    plt.gcf().savefig(path, dpi=80, bbox_inches="tight")
+                    figure = plt.gcf()
+                    figure.tight_layout()  # keeps ArviZ's titles off the neighbouring axes
+                    figure.savefig(path, dpi=80, bbox_inches="tight")
             except Exception as e:  # a plot that ArviZ cannot draw for these shapes is skipped
                 print(f"ppgen: skipped the {kind} plot ({type(e).__name__}: {e})")
                 continue
