@@ -67,7 +67,8 @@ class Inference(Config):
     def step(self, state, batch: dict):
         raise NotImplementedError
 
-    def result(self, state) -> Result:
+    def result(self, state, batch=None) -> Result:
+        """The fit's Result; ``batch`` (the whole training set) is where posterior draws are taken."""
         raise NotImplementedError
 
     def evaluate(self, state, batch: dict) -> float:

@@ -46,6 +46,6 @@ class ClosedForm(Inference):
         state = {"program": program, "params": {k: be.to_numpy(v) for k, v in params.items()}}
         return state, ClosedFormInfo(float(mean_ll))
 
-    def result(self, state) -> Result:
+    def result(self, state, batch=None) -> Result:
         return Result(params=dict(state["params"]))
 

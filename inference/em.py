@@ -72,7 +72,7 @@ class EM(Inference):
         new = dict(state, params=params, stats=stats, last=mean_ll)
         return new, EMInfo(mean_ll, change, bool(abs(change) < self.tol))
 
-    def result(self, state) -> Result:
+    def result(self, state, batch=None) -> Result:
         be = get_backend(state["program"].backend)
         return Result(params={k: np.asarray(be.to_numpy(v)) for k, v in state["params"].items()})
 

@@ -160,8 +160,7 @@ class PPCA(ModelSpec):
         mu, S = self._moments(xp, x)
         scale = float(xp.sqrt(xp.trace(S) / self.data_dim))
         W0 = np.random.default_rng(seed).normal(0, scale, (self.data_dim, self.latent_dim))
-        W = xp.asarray(W0, dtype=x.dtype) if xp.__name__ != "torch" else xp.as_tensor(
-            W0, dtype=x.dtype, device=x.device)
+        W = xp.asarray(W0, dtype=x.dtype, **_device(xp, x))
         return {"W": W, "mu": mu, "sigma": xp.sqrt(xp.trace(S) / self.data_dim)}
 
     def em_step(self, xp, x, params: dict, stats=None):

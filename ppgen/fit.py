@@ -200,19 +200,13 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         bar.close()
     if early_stopping is not None and early_stopping.restore_best and best["arrays"] is not None:
         state = alg.restore_state(state, *best["arrays"])
-    result = alg.result(state, full_batch) if _takes_batch(alg.result) else alg.result(state)
+    result = alg.result(state, full_batch)
     out = Fit(spec, alg, backend, result, history, config, train=x, device=device)
     if run_dir is not None:
         if checkpoint_every:
             _write_checkpoint(ckpt_dir, config, _snapshot(alg, state), history, len(history))
         out.save(run_dir)
     return out
-
-
-def _takes_batch(fn) -> bool:
-    import inspect
-
-    return "batch" in inspect.signature(fn).parameters
 
 
 def _make_batch(be, xs, index: np.ndarray, dev) -> dict:
@@ -233,10 +227,13 @@ def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val) -> f
 
 def _mean_log_likelihood(spec, backend, params, is_draws: bool, x) -> np.ndarray:
     ll = spec.log_likelihood(backend, params, x)
-    if is_draws:  # posterior predictive density: log mean_s p(x | θ_s)
-        m = ll.max(axis=0)
-        return m + np.log(np.mean(np.exp(ll - m), axis=0))
-    return ll
+    return _log_mean_exp(ll) if is_draws else ll
+
+
+def _log_mean_exp(ll: np.ndarray) -> np.ndarray:
+    """Posterior predictive density log (1/S) Σ_s p(x | θ_s) from the (S, N) matrix log p(x_n | θ_s)."""
+    m = ll.max(axis=0)
+    return m + np.log(np.mean(np.exp(ll - m), axis=0))
 
 
 class _NoProgress:
@@ -351,10 +348,7 @@ class Fit:
         else:
             ll = self.model.log_likelihood(self.backend, self.params, x)
             return ll if not pointwise_draws else ll[None]
-        if pointwise_draws:
-            return ll
-        m = ll.max(axis=0)
-        return m + np.log(np.mean(np.exp(ll - m), axis=0))
+        return ll if pointwise_draws else _log_mean_exp(ll)
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` new examples as a numpy array shaped like the training data (n, *shape)."""

@@ -113,8 +113,5 @@ class NumPyroBackend:
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
 
-    def key(self, seed: int):
-        return jax.random.PRNGKey(int(seed))
-
 
 BACKEND = NumPyroBackend()
