@@ -2,7 +2,7 @@
 ``step(state, batch) -> (state, info)``; ``ppgen.fit`` owns the loop around them.
 
 - :class:`ClosedForm` — maximum likelihood by formula (PPCA).
-- :class:`EM` — expectation–maximisation (PPCA).
+- :class:`EM` — expectation–maximisation (PPCA, GMM).
 - :class:`SVI` — stochastic variational inference with a choice of ELBO and guide.
 - :class:`NUTS`, :class:`HMC` — Hamiltonian Monte Carlo.
 

@@ -114,6 +114,15 @@ class SVI(Inference):
                     f"brings its own guide, or uses guide='auto' or one of {list(GLOBAL_GUIDES)}")
             return "user"
         local = getattr(model, "local_guides", ())
+        if getattr(model, "discrete_latents", ()):
+            # discrete per-example latents: enumerated (elbo="enum") or summed out, never guided
+            if self.guide in LOCAL_GUIDES:
+                self._refuse(model, f"its discrete latents {list(model.discrete_latents)} are enumerated or "
+                                    f"summed out, not guided, so it has no guide {self.guide!r}; use "
+                                    f"guide='auto' (point estimates) or one of {list(GLOBAL_GUIDES)} (posterior)")
+            if self.guide == "auto":
+                return "latent" if self.elbo == "enum" else "marginal"
+            return "bayesian"
         if self.guide in LOCAL_GUIDES or (self.guide == "auto" and "latent" in model.forms):
             if self.guide != "auto" and self.guide not in local:
                 self._refuse(model, f"it has no guide {self.guide!r} (its local guides: {list(local)})")
@@ -130,6 +139,11 @@ class SVI(Inference):
             return self.guide
         local = getattr(model, "local_guides", ())
         return local[0] if (self.guide == "auto" and local) else None
+
+    def build_options(self, model) -> dict:
+        if self.elbo == "enum" and getattr(model, "discrete_latents", ()):
+            return {"enumerate": True}
+        return {}
 
     def _auto_guide_name(self, program) -> Optional[str]:
         if program.guide is not None:
@@ -172,16 +186,21 @@ _AUTO_GUIDE_CLASSES = {"normal": "AutoNormal", "multivariate_normal": "AutoMulti
                        "low_rank_normal": "AutoLowRankMultivariateNormal", "delta": "AutoDelta"}
 
 
-def _make_elbo(svi: SVI, infer_module):
+def _make_elbo(svi: SVI, infer_module, program):
     """``svi.elbo`` from ``pyro.infer`` or ``numpyro.infer`` (same class names and arguments)."""
     cls = getattr(infer_module, _ELBO_CLASSES[svi.elbo])
     if svi.elbo == "renyi":
         return cls(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
+    if svi.elbo == "enum" and program.max_plate_nesting is not None:
+        return cls(num_particles=svi.num_particles, max_plate_nesting=program.max_plate_nesting)
     return cls(num_particles=svi.num_particles)
 
 
 def _make_auto_guide(svi: SVI, name: str, model, autoguide_module, init_loc_fn):
-    """An automatic guide from either backend's ``autoguide`` module (same names and arguments)."""
+    """An automatic guide from either backend's ``autoguide`` module (same names and arguments).
+
+    ``init_loc_fn`` sets where the guide starts; for a family that knows a good starting point
+    (``BuiltProgram.init_values``, e.g. the maximum-likelihood fit) it starts there."""
     kwargs = {"init_loc_fn": init_loc_fn}
     if name != "delta":
         kwargs["init_scale"] = svi.init_scale
@@ -202,6 +221,20 @@ def _bind(program, fn):
     return bound
 
 
+def _blocked(model, program):
+    """``model`` with the program's enumerated discrete sites hidden, so that an automatic guide
+    covers the continuous latents only."""
+    if not program.discrete_sites:
+        return model
+    if program.backend == "numpyro":
+        from numpyro import handlers
+
+        return handlers.block(model, hide=list(program.discrete_sites))
+    from pyro import poutine
+
+    return poutine.block(model, hide=list(program.discrete_sites))
+
+
 class _ProgramView(NamedTuple):
     model: Any
     guide: Any
@@ -217,16 +250,21 @@ def _latent_site_names(be, model, batch):
 # ======================================================================================
 class _PyroSVI:
     @staticmethod
-    def _elbo(svi: SVI):
+    def _elbo(svi: SVI, program):
         import pyro.infer
 
-        return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer)
+        return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer, program)
 
     @staticmethod
-    def _auto_guide(svi: SVI, name: str, model):
+    def _auto_guide(svi: SVI, name: str, model, program):
         import pyro.infer.autoguide as autoguide
 
-        return _make_auto_guide(svi, name, model, autoguide, autoguide.init_to_median)
+        init = autoguide.init_to_median
+        if program.init_values is not None:
+            be = get_backend("pyro")
+            values = {k: be.asarray(v, "float32") for k, v in program.init_values(0).items()}
+            init = autoguide.initialization.init_to_value(values=values, fallback=init)
+        return _make_auto_guide(svi, name, model, autoguide, init)
 
     @classmethod
     def _loss(cls, svi, state, batch, differentiable=True):
@@ -245,9 +283,10 @@ class _PyroSVI:
         be = get_backend("pyro")
         model = _bind(program, program.model)
         auto = svi._auto_guide_name(program)
-        guide = cls._auto_guide(svi, auto, model) if auto else _bind(program, program.guide)
+        guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
+            else _bind(program, program.guide)
         state = {"impl": cls, "program": program, "model": model, "guide": guide,
-                 "elbo": cls._elbo(svi), "store": {"params": {}, "constraints": {}}, "rng": None,
+                 "elbo": cls._elbo(svi, program), "store": {"params": {}, "constraints": {}}, "rng": None,
                  "batch": batch}
         store = pyro.get_param_store()
         with store.scope(state["store"]), be.rng(state, seed):
@@ -382,17 +421,22 @@ def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
 # ======================================================================================
 class _NumPyroSVI:
     @staticmethod
-    def _elbo(svi: SVI):
+    def _elbo(svi: SVI, program):
         import numpyro.infer
 
-        return _NumPyroCustomLoss(svi.elbo) if callable(svi.elbo) else _make_elbo(svi, numpyro.infer)
+        return _NumPyroCustomLoss(svi.elbo) if callable(svi.elbo) else _make_elbo(svi, numpyro.infer, program)
 
     @staticmethod
-    def _auto_guide(svi: SVI, name: str, model):
+    def _auto_guide(svi: SVI, name: str, model, program):
+        import jax.numpy as jnp
         import numpyro.infer.autoguide as autoguide
-        from numpyro.infer import init_to_median
+        from numpyro.infer import init_to_median, init_to_value
 
-        return _make_auto_guide(svi, name, model, autoguide, init_to_median)
+        init = init_to_median
+        if program.init_values is not None:
+            values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in program.init_values(0).items()}
+            init = init_to_value(values=values)
+        return _make_auto_guide(svi, name, model, autoguide, init)
 
     @classmethod
     def init(cls, svi: SVI, program, batch, seed):
@@ -402,14 +446,15 @@ class _NumPyroSVI:
 
         model = _bind(program, program.model)
         auto = svi._auto_guide_name(program)
-        guide = cls._auto_guide(svi, auto, model) if auto else _bind(program, program.guide)
+        guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
+            else _bind(program, program.guide)
         total = max(svi.num_steps(program.num_data), 1)
         schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
         if svi.optimizer == "adam":
             optim = numpyro.optim.Adam(step_size=schedule)
         else:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
-        engine = ni.SVI(model, guide, optim, cls._elbo(svi))
+        engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
         svi_state = engine.init(jax.random.PRNGKey(seed), **batch)
         return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state,
                 "model": model, "guide": guide, "batch": batch,

@@ -155,29 +155,51 @@ class PPCA(ModelSpec):
         W = top_vectors * xp.sqrt(xp.where(excess > 0, excess, 0 * excess))
         return {"W": W, "mu": mu, "sigma": xp.sqrt(sigma2)}
 
-    def em_init(self, xp, x, seed: int) -> dict:
-        """Starting point of EM: μ = mean, W random with the data's scale, σ² = mean variance."""
+    def em_data(self, xp, x):
+        """What EM iterates on: the mean and covariance of the data (PPCA's sufficient statistics)."""
+        return self._moments(xp, x)
+
+    def em_init(self, xp, x, seed: int, init="auto", reg_covar: float = 0.0) -> dict:
+        """Starting point of EM: μ = mean, W random with the data's scale, σ² = mean variance
+        (``init`` "auto" or "random"), or given parameters (a dict with W, mu, sigma)."""
         mu, S = self._moments(xp, x)
+        if isinstance(init, dict):
+            missing = sorted({"W", "mu", "sigma"} - set(init))
+            if missing:
+                from ppgen.errors import ConfigError
+
+                raise ConfigError(f"EM(init_params=...) for PPCA is missing {missing}; give W, mu and sigma")
+            return {k: xp.asarray(np.asarray(init[k], dtype=np.float64), dtype=x.dtype, **_device(xp, x))
+                    for k in ("W", "mu", "sigma")}
+        if init not in ("auto", "random"):
+            from ppgen.errors import ConfigError
+
+            raise ConfigError(f"EM(init_params={init!r}) does not apply to PPCA; use 'random' (the default) "
+                              f"or a dict with W, mu and sigma")
         scale = float(xp.sqrt(xp.trace(S) / self.data_dim))
         W0 = np.random.default_rng(seed).normal(0, scale, (self.data_dim, self.latent_dim))
         W = xp.asarray(W0, dtype=x.dtype, **_device(xp, x))
         return {"W": W, "mu": mu, "sigma": xp.sqrt(xp.trace(S) / self.data_dim)}
 
-    def em_step(self, xp, x, params: dict, stats=None):
-        """One EM iteration; returns (new params, mean log-likelihood of the old params, stats)."""
-        if stats is None:
-            stats = self._moments(xp, x)
+    def em_step(self, xp, stats, params: dict, reg_covar: float = 0.0):
+        """One EM iteration on ``stats = em_data(x)``; returns (new params, mean log-likelihood
+        of the old params)."""
         mu, S = stats
         W, sigma2 = params["W"], params["sigma"] ** 2
         K = self.latent_dim
-        eye = xp.eye(K, dtype=x.dtype, **_device(xp, x))
+        eye = xp.eye(K, dtype=S.dtype, **_device(xp, S))
         M = W.T @ W + sigma2 * eye
         M_inv = xp.linalg.inv(M)
         SW = S @ W
         mean_log_likelihood = self._mean_log_likelihood(xp, S, W, sigma2, M, M_inv)
         W_new = SW @ xp.linalg.inv(sigma2 * eye + M_inv @ W.T @ SW)
         sigma2_new = xp.trace(S - SW @ M_inv @ W_new.T) / self.data_dim
-        return {"W": W_new, "mu": mu, "sigma": xp.sqrt(sigma2_new)}, mean_log_likelihood, stats
+        return {"W": W_new, "mu": mu, "sigma": xp.sqrt(sigma2_new)}, mean_log_likelihood
+
+    def num_parameters(self) -> int:
+        """Free parameters (W up to rotation, μ, σ), for BIC and AIC."""
+        D, K = self.data_dim, self.latent_dim
+        return D * K - K * (K - 1) // 2 + D + 1
 
     def _mean_log_likelihood(self, xp, S, W, sigma2, M, M_inv):
         # log|C| = (D-K) log σ² + log|M|;  C^{-1} = (I - W M^{-1} W^T) / σ²  (Woodbury)

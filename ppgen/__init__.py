@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 from . import datasets  # noqa: E402
 from .errors import (CheckpointError, ConfigError, DataError, Diverged,  # noqa: E402
                      IncompatibleInference, PPGenError)
-from .fit import EarlyStopping, Fit, StepEvent, fit, load  # noqa: E402
+from .fit import EarlyStopping, Fit, StepEvent, compare, fit, load  # noqa: E402
 from .program import ModelSpec, Program  # noqa: E402
 from . import arviz, inference, models  # noqa: E402  (ppgen.arviz imports arviz lazily)
 
-__all__ = ["fit", "load", "Fit", "EarlyStopping", "StepEvent", "Program", "ModelSpec", "datasets",
+__all__ = ["fit", "load", "compare", "Fit", "EarlyStopping", "StepEvent", "Program", "ModelSpec", "datasets",
            "models", "inference", "arviz", "PPGenError", "ConfigError", "DataError", "IncompatibleInference",
            "CheckpointError", "Diverged", "__version__"]

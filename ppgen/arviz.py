@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build", "summary", "loo", "save_plots", "ARVIZ_MAJOR"]
+__all__ = ["build", "summary", "loo", "compare", "save_plots", "ARVIZ_MAJOR"]
 
 
 def _az():
@@ -85,6 +85,23 @@ def loo(data):
         return az.loo(data, pointwise=True)
 
 
+def compare(named: dict):
+    """ArviZ's LOO comparison of several fits of the same data: a pandas DataFrame, best first,
+    with ``elpd_loo`` (arviz 0.x) or ``elpd`` (arviz 1.x), its standard error ``se``, the
+    difference to the best ``elpd_diff`` with its standard error ``dse``, and stacking weights."""
+    az = _az()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if _major() >= 1:
+            return az.compare(named)
+        return az.compare(named, ic="loo")
+
+
+def elpd_column(table) -> str:
+    """The name of the expected-log-predictive-density column of a ``compare`` table."""
+    return "elpd_loo" if "elpd_loo" in table.columns else "elpd"
+
+
 def _pair_coords(posterior, names, limit: int = 4) -> dict:
     """Coordinates that keep a pair plot to about ``limit`` scalars per multi-dimensional variable."""
     coords = {}
@@ -96,10 +113,12 @@ def _pair_coords(posterior, names, limit: int = 4) -> dict:
 
 
 def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
-    """Trace, posterior and pair plots of ``var_names`` as PNG files in ``folder``.
+    """Trace, posterior, pair and (for several chains) rank plots of ``var_names`` as PNG files
+    in ``folder``.
 
-    Uses ``plot_trace``/``plot_posterior``/``plot_pair`` on arviz 0.x and ``plot_trace``/
-    ``plot_dist``/``plot_pair`` on arviz 1.x; a plot ArviZ cannot draw is reported and skipped."""
+    Uses ``plot_trace``/``plot_posterior``/``plot_pair``/``plot_rank`` on arviz 0.x and
+    ``plot_trace``/``plot_dist``/``plot_pair``/``plot_rank`` on arviz 1.x; a plot ArviZ cannot
+    draw is reported and skipped."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,11 +136,15 @@ def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
     if new_api:
         plots = {"trace": lambda: az.plot_trace(data, var_names=names),
                  "posterior": lambda: az.plot_dist(data, var_names=names[:2]),
-                 "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords)}
+                 "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords),
+                 "rank": lambda: az.plot_rank(data, var_names=names)}
     else:
         plots = {"trace": lambda: az.plot_trace(data, var_names=names, compact=True),
                  "posterior": lambda: az.plot_posterior(data, var_names=names[:2]),
-                 "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords, kind="kde")}
+                 "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords, kind="kde"),
+                 "rank": lambda: az.plot_rank(data, var_names=names)}
+    if posterior.sizes.get("chain", 1) < 2 or posterior.sizes.get("draw", 1) < 2:
+        plots.pop("rank")  # ranks compare chains; a single chain or draw has none to compare
     out = []
     for kind, draw in plots.items():
         path = folder / f"{kind}.png"

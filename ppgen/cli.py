@@ -138,9 +138,10 @@ def _dispatch(argv: list) -> int:
 # ======================================================================================
 def _special_choices() -> dict:
     """Fields typed loosely in Python (a callable is allowed) but plain choices on the CLI."""
+    from ppgen.inference.em import INITS
     from ppgen.inference.svi import ELBOS
 
-    return {("svi", "elbo"): tuple(ELBOS)}
+    return {("svi", "elbo"): tuple(ELBOS), ("em", "init_params"): tuple(INITS)}
 
 
 def _arg_docs(cls) -> dict:
@@ -617,9 +618,29 @@ def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100) ->
     idata = fit.to_arviz(x=x, num_predictive=num_predictive)
     table = ppaz.summary(idata, var_names=names)
     paths = ppaz.save_plots(idata, folder, names)
+    if hasattr(fit.model, "covariances") and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
+        paths.append(_mixture_plot(fit, x, folder / "components.png"))
     csv = folder / "summary.csv"
     atomic_write_bytes(csv, table.to_csv().encode())
     return table, paths + [csv], names
+
+
+def _mixture_plot(fit, x, path: Path) -> Path:
+    """The fitted components over the data (posterior means for a posterior), points coloured
+    by their most probable component."""
+    from . import plots
+
+    spec = fit.model
+    if fit.posterior is None:
+        point = fit.params
+        covariances = spec.covariances(point)
+    else:
+        draws = {k: v.reshape((-1,) + v.shape[2:]) for k, v in fit.posterior.items()}
+        keep = np.linspace(0, len(draws["weights"]) - 1, min(200, len(draws["weights"]))).astype(int)
+        point = {k: draws[k].mean(0) for k in ("weights", "locs")}
+        covariances = np.mean([spec.covariances({k: draws[k][i] for k in spec.param_names()}) for i in keep], 0)
+    return plots.mixture(x, point["weights"], point["locs"], covariances, path, labels=fit.predict(x),
+                         title=f"{_title(fit)}: components")
 
 
 def _cmd_inspect(argv: list) -> int:
@@ -628,8 +649,10 @@ def _cmd_inspect(argv: list) -> int:
     parser = argparse.ArgumentParser(
         prog="ppgen inspect", formatter_class=_formatter,
         description="ArviZ summary (mean, sd, HDI, ESS, R-hat) of a run's parameters, and trace, "
-                    "posterior and pair plots in RUN/plots/ (with summary.csv). The run's training "
-                    "data are reloaded to score the log-likelihood group.")
+                    "posterior, pair and (several chains) rank plots in RUN/plots/ (with summary.csv); "
+                    "for a mixture, its components over the data (components.png: ellipses at 1 and 2 "
+                    "standard deviations, a principal-component projection above 2-D). The run's "
+                    "training data are reloaded to score the log-likelihood group.")
     parser.add_argument("run", metavar="RUN", help="the run folder")
     parser.add_argument("--var", dest="vars", metavar="NAME", action="extend", nargs="+", default=None,
                         help="variables to show (default: small ones, e.g. W_diag and sigma for PPCA)")

@@ -24,7 +24,7 @@ from .config import Config
 from .errors import CheckpointError, ConfigError, DataError, Diverged
 from .registry import resolve_inference, resolve_model
 
-__all__ = ["fit", "load", "Fit", "EarlyStopping", "StepEvent"]
+__all__ = ["fit", "load", "compare", "Fit", "EarlyStopping", "StepEvent"]
 
 DEFAULT_BACKEND = "numpyro"
 
@@ -128,7 +128,8 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
 
     be = get_backend(backend)
     dev = be.setup(device)
-    program = spec.build(backend, form, data=x, guide=alg.guide_for(spec), seed=seed, device=device)
+    program = spec.build(backend, form, data=x, guide=alg.guide_for(spec), seed=seed, device=device,
+                         **alg.build_options(spec))
     num_data = x.shape[0]
     batch_size = alg.batch_size_for(num_data)
     steps_per_epoch = math.ceil(num_data / batch_size)
@@ -176,7 +177,7 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
             if pending is not None:  # its state has now produced a finite loss: a good checkpoint
                 _write_checkpoint(ckpt_dir, config, *pending)
                 last_checkpoint, pending = ckpt_dir, None
-            stop = bool(getattr(info, "converged", False))
+            stop = bool(getattr(info, "done", getattr(info, "converged", False)))
             if early_stopping is not None and (step + 1) % early_stopping.every == 0:
                 value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val)
                 record[early_stopping.metric] = value
@@ -201,6 +202,8 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     if early_stopping is not None and early_stopping.restore_best and best["arrays"] is not None:
         state = alg.restore_state(state, *best["arrays"])
     result = alg.result(state, full_batch)
+    if result.posterior is not None and hasattr(spec, "relabel"):
+        result = result._replace(posterior=spec.relabel(result.posterior))
     out = Fit(spec, alg, backend, result, history, config, train=x, device=device)
     if run_dir is not None:
         if checkpoint_every:
@@ -350,6 +353,46 @@ class Fit:
             return ll if not pointwise_draws else ll[None]
         return ll if pointwise_draws else _log_mean_exp(ll)
 
+    def _params_or_draws(self) -> dict:
+        return self._draws() if self.posterior is not None else self.params
+
+    def predict_proba(self, x) -> np.ndarray:
+        """p(assignment = k | x) for each row of ``x``: shape (N, K), rows sum to one.
+
+        The closed-form E-step under the fitted parameters; for a posterior, averaged over the
+        draws (which ppgen relabels, so component k means the same thing in every draw)."""
+        if not hasattr(self.model, "predict_proba"):
+            raise ConfigError(f"{type(self.model).__name__} has no discrete assignments to predict; "
+                              f"predict and predict_proba are for mixture models (gmm)")
+        x = self.model.check_data(x, "x")
+        return self.model.predict_proba(self.backend, self._params_or_draws(), x)
+
+    def predict(self, x) -> np.ndarray:
+        """The most probable component of each row of ``x`` (hard assignments), shape (N,)."""
+        return self.predict_proba(x).argmax(-1)
+
+    def _information_criterion(self, x, penalty_per_parameter) -> float:
+        if self.posterior is not None:
+            raise ConfigError("BIC and AIC score a point estimate, and this fit is a posterior; compare "
+                              "posterior fits with ppgen.compare([...]) (ArviZ LOO)")
+        if not hasattr(self.model, "num_parameters"):
+            raise ConfigError(f"{self.model.name} has no parameter count; BIC and AIC are not available")
+        x = self._train if x is None else x
+        if x is None:
+            raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
+        total = float(np.sum(self.log_likelihood(x)))
+        return -2.0 * total + penalty_per_parameter(len(x)) * self.model.num_parameters()
+
+    def bic(self, x=None) -> float:
+        """Bayesian information criterion −2 log p(x | θ̂) + p log N on ``x`` (default: the
+        training data); lower is better. Point-estimate fits only (EM, closed form, SVI)."""
+        return self._information_criterion(x, lambda n: math.log(n))
+
+    def aic(self, x=None) -> float:
+        """Akaike information criterion −2 log p(x | θ̂) + 2p on ``x`` (default: the training
+        data); lower is better. Point-estimate fits only."""
+        return self._information_criterion(x, lambda n: 2.0)
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` new examples as a numpy array shaped like the training data (n, *shape)."""
         if not isinstance(n, (int, np.integer)) or n < 1:
@@ -375,7 +418,8 @@ class Fit:
 
         Args:
             x: the observed data to score (default: the training data of this fit).
-            num_predictive: posterior draws used for the posterior predictive group.
+            num_predictive: posterior draws used for the posterior predictive group (0: no
+                such group).
         """
         from . import arviz as ppaz
 
@@ -390,7 +434,7 @@ class Fit:
         chains, draws = next(iter(posterior.values())).shape[:2]
         log_lik = log_lik.reshape(chains, draws, -1)
         predictive = None
-        if self.model.family != "program":
+        if self.model.family != "program" and num_predictive > 0:
             flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in posterior.items()}
             total = chains * draws
             keep = np.linspace(0, total - 1, min(num_predictive, total)).astype(int)
@@ -458,3 +502,64 @@ def load(path, *, model=None) -> Fit:
     history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
     return Fit(spec, alg, config["backend"], result, history, config, train=None,
                device=config.get("device", "cpu"))
+
+
+def compare(fits, *, names=None, x=None):
+    """Rank fits of the same data by ArviZ's PSIS-LOO and return ArviZ's comparison table.
+
+    Every fit needs posterior draws (NUTS, HMC, or SVI with a global guide such as
+    ``guide="normal"``): LOO averages the likelihood over them. Point estimates (EM, closed
+    form) are compared with ``Fit.bic``/``Fit.aic`` instead.
+
+    Args:
+        fits: a list of ``Fit`` objects (or a dict name -> Fit).
+        names: labels for the table (default: ``"<family>[<varying option>=<value>]"``, e.g.
+            ``"gmm[num_components=3]"``, or the position).
+        x: the data to score (default: each fit's own training data, which must be the same).
+
+    Returns:
+        pandas.DataFrame: ArviZ's ``compare`` table, best first (``elpd_loo`` or ``elpd``,
+        ``se``, ``elpd_diff``, ``dse``, ``weight``, ...).
+
+    Example:
+        >>> fits = [ppgen.fit(models.GMM(2, k), x, inference.NUTS(num_chains=2)) for k in (1, 2, 3)]
+        >>> ppgen.compare(fits)
+    """
+    from . import arviz as ppaz
+
+    if isinstance(fits, dict):
+        names, fits = list(fits), list(fits.values())
+    fits = list(fits)
+    if len(fits) < 2:
+        raise ConfigError(f"compare needs at least two fits; got {len(fits)}")
+    for i, f in enumerate(fits):
+        if not isinstance(f, Fit):
+            raise ConfigError(f"compare takes Fit objects; item {i} is {type(f).__name__}")
+        if f.posterior is None:
+            raise ConfigError(f"fit {i} ({f!r}) is a point estimate; LOO needs posterior draws. Fit it with "
+                              f"inference.NUTS or SVI(guide='normal'), or compare point estimates with "
+                              f"fit.bic() / fit.aic()")
+    if names is None:
+        names = _comparison_names(fits)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"compare needs distinct names; got {names}")
+    if x is None:
+        if any(f._train is None for f in fits):
+            raise ConfigError("a fit loaded from disk holds no training data; pass x=, the data to score")
+        if len({np.shape(f._train) for f in fits}) > 1:
+            raise ConfigError("the fits were trained on data of different shapes; LOO compares fits of "
+                              "the same data: pass x=")
+    named = {name: f.to_arviz(x=x, num_predictive=0) for name, f in zip(names, fits)}
+    return ppaz.compare(named)
+
+
+def _comparison_names(fits) -> list:
+    configs = [f.model.to_config()["options"] if f.model.family != "program" else {} for f in fits]
+    keys = sorted({k for c in configs for k in c if len({repr(c2.get(k)) for c2 in configs}) > 1})
+    names = []
+    for i, (f, c) in enumerate(zip(fits, configs)):
+        label = ",".join(f"{k}={c.get(k)}" for k in keys)
+        names.append(f"{f.model.name}[{label}]" if label else f"{f.model.name}[{i}]")
+    if len(set(names)) != len(names):
+        names = [f"{n}#{i}" for i, n in enumerate(names)]
+    return names

@@ -25,7 +25,7 @@ import numpy as np
 from .checkpoint import atomic_write_bytes
 from .errors import ConfigError, DataError
 
-__all__ = ["curves", "image_grid", "scatter"]
+__all__ = ["curves", "image_grid", "scatter", "mixture"]
 
 
 def _figure(width: float, height: float):
@@ -154,6 +154,71 @@ def scatter(points, path, reference=None, title: str | None = None) -> Path:
     ax.set_aspect("equal", adjustable="datalim")
     if ref is not None:
         ax.legend(loc="best", markerscale=max(1.0, 6.0 / size), frameon=False)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def mixture(x, weights, locs, covariances, path, labels=None, title: str | None = None) -> Path:
+    """Save a Gaussian mixture's components over the data: ellipses at 1 and 2 standard deviations.
+
+    Data of more than two dimensions are projected on their first two principal components (the
+    means and covariances with them: P μ and P Σ Pᵀ); the axes say so.
+
+    Args:
+        x: ``(n, d)`` data, coloured by ``labels`` when given (e.g. ``fit.predict(x)``).
+        weights: ``(k,)`` mixture weights (ellipse opacity follows them).
+        locs: ``(k, d)`` component means.
+        covariances: ``(k, d, d)`` component covariances.
+        path: the ``.png`` file to write.
+        labels: ``(n,)`` integer component of each point, or None.
+        title: a title above the plot.
+
+    Returns:
+        Path: ``path``.
+    """
+    from matplotlib.patches import Ellipse
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    locs = np.asarray(locs, dtype=np.float64)
+    covariances = np.asarray(covariances, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    k, d = locs.shape
+    if x.shape[1] != d or covariances.shape != (k, d, d) or weights.shape != (k,):
+        raise DataError(f"mixture needs x (n, {d}), weights ({k},), locs ({k}, {d}) and covariances "
+                        f"({k}, {d}, {d}); got {x.shape}, {weights.shape}, {locs.shape}, {covariances.shape}")
+    if d == 1:
+        raise DataError("mixture draws 2-D ellipses; for 1-D data plot a histogram of x instead")
+    axes_label = ("x[0]", "x[1]")
+    if d > 2:
+        centre = x.mean(0)
+        _, _, vt = np.linalg.svd(x - centre, full_matrices=False)
+        P = vt[:2]
+        x, locs = (x - centre) @ P.T, (locs - centre) @ P.T
+        covariances = P @ covariances @ P.T
+        axes_label = ("principal component 1", "principal component 2")
+    fig = _figure(5.5, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    size = max(1.0, min(12.0, 3000.0 / max(len(x), 1)))
+    colours = [f"C{i % 10}" for i in range(k)]
+    if labels is None:
+        ax.scatter(x[:, 0], x[:, 1], s=size, c="0.6", alpha=0.5, linewidths=0)
+    else:
+        labels = np.asarray(labels, dtype=int)
+        ax.scatter(x[:, 0], x[:, 1], s=size, c=[colours[i] for i in labels], alpha=0.4, linewidths=0)
+    top = weights.max() if weights.max() > 0 else 1.0
+    for j in range(k):
+        values, vectors = np.linalg.eigh(covariances[j])
+        angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1]))
+        for n_sd in (1, 2):
+            width, height = 2 * n_sd * np.sqrt(np.maximum(values[::-1], 0))
+            ax.add_patch(Ellipse(locs[j], width, height, angle=angle, fill=False, lw=1.5 if n_sd == 1 else 0.8,
+                                 ec=colours[j], alpha=0.3 + 0.7 * weights[j] / top))
+        ax.plot(*locs[j], marker="x", color="k", ms=6)
+        ax.annotate(f"{j}: {weights[j]:.2f}", locs[j], textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(axes_label[0])
+    ax.set_ylabel(axes_label[1])
+    ax.set_aspect("equal", adjustable="datalim")
     if title:
         ax.set_title(title)
     return _save(fig, path)

@@ -48,6 +48,8 @@ class BuiltProgram:
         spec: the ModelSpec it came from, or None for a user Program.
         num_data: number of training examples the plate scales to.
         init_values: optional ``chain -> {site: numpy value}``, where MCMC chains should start.
+        discrete_sites: discrete latent sites the model enumerates; automatic guides leave them out.
+        max_plate_nesting: how many plates nest in the model (None: the ELBO works it out).
     """
 
     backend: str
@@ -57,6 +59,8 @@ class BuiltProgram:
     spec: Any
     num_data: int
     init_values: Optional[Callable[[int], dict]] = None
+    discrete_sites: tuple = ()
+    max_plate_nesting: Optional[int] = None
 
     def call_args(self, fn: Callable, batch: dict) -> dict:
         """The subset of ``batch`` that ``fn`` accepts (all of it if it takes ``**kwargs``)."""
@@ -128,7 +132,7 @@ class Program:
     refusals = {
         "closed_form": "a closed-form fit needs a model family with known maximum-likelihood "
                        "formulas (ppca); a user Program has none",
-        "em": "EM needs a model family with closed-form E and M steps (ppca); "
+        "em": "EM needs a model family with closed-form E and M steps (ppca, gmm); "
               "a user Program has none",
     }
 

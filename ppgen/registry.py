@@ -14,9 +14,9 @@ _ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "cl
 
 def model_classes() -> dict:
     """Family name -> spec class."""
-    from ppgen.models import PPCA
+    from ppgen.models import GMM, PPCA
 
-    return {cls.family: cls for cls in (PPCA,)}
+    return {cls.family: cls for cls in (PPCA, GMM)}
 
 
 def inference_classes() -> dict:

@@ -68,5 +68,5 @@ def test_save_plots_writes_pngs(problem, tmp_path):
     fit = ppgen.fit(models.PPCA(data_dim=5, latent_dim=2), problem,
                     inference.NUTS(num_samples=50, num_warmup=50, num_chains=2), backend="numpyro")
     paths = ppaz.save_plots(fit.to_arviz(num_predictive=2), tmp_path, var_names=["W_diag", "sigma"])
-    assert {p.name for p in paths} == {"trace.png", "posterior.png", "pair.png"}
+    assert {p.name for p in paths} == {"trace.png", "posterior.png", "pair.png", "rank.png"}
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -19,7 +19,8 @@ TINY = {
     "hmc": {"num_samples": 40, "num_warmup": 40, "num_chains": 1},
 }
 #: a small instance of each family, for data of dimension 6
-EXAMPLES = {"ppca": lambda: model_classes()["ppca"](data_dim=6, latent_dim=2)}
+EXAMPLES = {"ppca": lambda: model_classes()["ppca"](data_dim=6, latent_dim=2),
+            "gmm": lambda: model_classes()["gmm"](data_dim=6, num_components=2, covariance="diag")}
 
 PAIRS = [(family, name, backend) for family, name, _ in support_table() if family in model_classes()
          for backend in BACKENDS]
@@ -28,7 +29,7 @@ PAIRS = [(family, name, backend) for family, name, _ in support_table() if famil
 def test_every_family_and_algorithm_has_tiny_settings():
     assert set(EXAMPLES) == set(model_classes())
     assert set(TINY) == set(inference_classes())
-    assert len(PAIRS) >= 10
+    assert len(PAIRS) >= 18
 
 
 @pytest.fixture(scope="module")
