@@ -39,7 +39,7 @@ class ClosedForm(Inference):
         program = state["program"]
         be = get_backend(program.backend)
         with be.precise():
-            x = be.asarray(be.to_numpy(batch["x"]), "float64", batch["x"].device)
+            x = be.asarray(program.precise_data(batch), "float64", batch["x"].device)
             params = program.spec.closed_form(be.xp, x)
             mean_ll = program.spec.log_likelihood(program.backend, {k: be.to_numpy(v) for k, v in params.items()},
                                                   be.to_numpy(x)).mean()

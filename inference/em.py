@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -95,7 +96,7 @@ class EM(Inference):
         be = get_backend(program.backend)
         spec = program.spec
         with be.precise():
-            x = be.asarray(be.to_numpy(batch["x"]), "float64", batch["x"].device)
+            x = be.asarray(program.precise_data(batch), "float64", batch["x"].device)
             data = spec.em_data(be.xp, x) if hasattr(spec, "em_data") else x
             params = spec.em_init(be.xp, x, seed, self.init_params, self.reg_covar)
         step = _compiled_step(program.backend, spec, self.reg_covar)
@@ -173,8 +174,12 @@ class EM(Inference):
                     iteration=meta.get("iteration", 0), restart=meta.get("restart", 0), best=best)
 
 
+@functools.lru_cache(maxsize=32)
 def _compiled_step(backend: str, spec, reg_covar: float):
-    """``(data, params) -> (new params, mean log-likelihood)``; compiled with ``jax.jit`` for numpyro."""
+    """``(data, params) -> (new params, mean log-likelihood)``; compiled with ``jax.jit`` for numpyro.
+
+    Cached per (backend, spec, reg_covar), so that fitting the same family again (restarts, a
+    range of seeds) reuses the compiled step instead of compiling it anew."""
     be = get_backend(backend)
     xp = be.xp
 

@@ -107,6 +107,12 @@ def _logsumexp(xp, a):
     return scipy.special.logsumexp(a, axis=-1)
 
 
+def _max_last(xp, a):
+    if _kind(xp) == "torch":
+        return xp.amax(a, -1)
+    return a.max(-1)
+
+
 def _to_numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
@@ -262,37 +268,147 @@ class GMM(ModelSpec):
 
     def e_step(self, xp, x, params: dict):
         """(responsibilities γ (N, K), mean log-likelihood) of point parameters."""
-        joint = self.log_joint(xp, x, {k: v[None] for k, v in params.items()})[0]
-        norm = _logsumexp(xp, joint)
-        return xp.exp(joint - norm[:, None]), norm.mean()
+        resp, norm = self._responsibilities(xp, self.em_data(xp, x), params)
+        return resp, norm.mean()
 
     def m_step(self, xp, x, resp, reg_covar: float) -> dict:
         """Parameters maximising the expected complete-data log-likelihood under ``resp``."""
+        return self._m_step_data(xp, self.em_data(xp, x), resp, reg_covar)
+
+    def em_step(self, xp, data, params: dict, reg_covar: float):
+        """One EM iteration on ``data = em_data(x)``: (new parameters, mean log-likelihood of
+        ``params``)."""
+        if not isinstance(data, dict):
+            data = self.em_data(xp, data)
+        resp, norm = self._responsibilities(xp, data, params)
+        return self._m_step_data(xp, data, resp, reg_covar), norm.mean()
+
+    #: EM precomputes the products x_d x_e (d <= e) of every row when they take at most this
+    #: many numbers (256 MB in float64); larger problems take the direct (slower) path.
+    quadratic_feature_budget: ClassVar[int] = 32 * 2**20
+
+    def em_data(self, xp, x) -> dict:
+        """What EM iterates on, computed once per fit.
+
+        The data are centred on their mean (no precision is lost to a large offset), and each
+        row gets a *design* row: its quadratic terms (x_d² for diagonal covariances, Σ_d x_d²
+        for spherical ones, x_d x_e for d ≤ e for full and tied ones) followed by x itself. Every
+        log-density log π_k + log N(x | μ_k, Σ_k) is then linear in the design row, so an E-step
+        is one matrix product (design @ weightsᵀ, shape (N, K)), and an M-step's sufficient
+        statistics are another (γᵀ @ design). Full and tied designs with more than
+        ``quadratic_feature_budget`` numbers are not built; those E- and M-steps are computed
+        directly instead."""
+        D, N = self.data_dim, x.shape[0]
+        shift = x.mean(0)
+        xc = x - shift
+        data = {"x": xc, "shift": shift}
+        if self.covariance == "tied":
+            data["gram"] = xc.T @ xc
+        if self.covariance == "diag":
+            quadratic = xc * xc
+        elif self.covariance == "spherical":
+            quadratic = (xc * xc).sum(-1)[:, None]
+        else:
+            pairs = D * (D + 1) // 2
+            if N * pairs > self.quadratic_feature_budget:
+                return data
+            rows, cols = np.triu_indices(D)
+            full_index = np.zeros((D, D), dtype=np.int64)
+            full_index[rows, cols] = np.arange(pairs)
+            full_index[cols, rows] = np.arange(pairs)
+            data["rows"], data["cols"] = _rows(xp, x, rows), _rows(xp, x, cols)
+            data["full_index"] = _rows(xp, x, full_index)
+            data["off_diagonal"] = _cast(xp, data["rows"] != data["cols"], x)
+            quadratic = xc[:, data["rows"]] * xc[:, data["cols"]]
+        data["design"] = xp.concatenate([quadratic, xc], 1)
+        return data
+
+    def _responsibilities(self, xp, data, params):
+        """γ (N, K) and log p(x_n) (N,) in one pass: a single exp over the (N, K) log-joint."""
+        p = dict(params, locs=params["locs"] - data["shift"])
+        if "design" in data:
+            weights, bias = self._design_weights(xp, p)
+            joint = data["design"] @ weights.T + bias[None, :]
+        else:
+            joint = self.log_joint(xp, data["x"], {k: v[None] for k, v in p.items()})[0]
+        top = _max_last(xp, joint)
+        unnormalised = xp.exp(joint - top[:, None])
+        total = unnormalised.sum(-1)
+        return unnormalised / total[:, None], top + xp.log(total)
+
+    def _design_weights(self, xp, params):
+        """(weights (K, width), bias (K,)) with log π_k + log N(x | μ_k, Σ_k) = weights_k · design(x) + bias_k:
+        (x−μ)ᵀΛ(x−μ) = Σ_{d≤e} c_de Λ_de x_d x_e − 2 (Λμ)ᵀx + μᵀΛμ (c = 1 on the diagonal, 2 off it)."""
+        D, K = self.data_dim, self.num_components
+        locs = params["locs"]
+        if self.covariance in ("diag", "spherical"):
+            scales = params["scales"]
+            precision = 1.0 / scales**2                                 # (K, D) or (K,)
+            if self.covariance == "spherical":
+                quadratic = -0.5 * precision[:, None]
+                linear = locs * precision[:, None]
+                logdet = D * xp.log(scales)
+            else:
+                quadratic = -0.5 * precision
+                linear = locs * precision
+                logdet = xp.log(scales).sum(-1)
+        else:
+            L = params["scale_tril"]
+            inverse = xp.linalg.inv(L)
+            precision = xp.swapaxes(inverse, -1, -2) @ inverse          # Λ = L⁻ᵀL⁻¹
+            logdet = xp.log(xp.diagonal(L, 0, -2, -1)).sum(-1)
+            if self.covariance == "tied":
+                precision = precision[None] + 0 * locs[:, :1, None]    # (K, D, D)
+                logdet = logdet + 0 * locs[:, 0]
+            quadratic = -0.5 * precision[:, self._rows_of(xp, L), self._cols_of(xp, L)] * \
+                (1.0 + self._off_diagonal(xp, L))
+            linear = (precision @ locs[:, :, None])[..., 0]                # Λμ (K, D)
+        quad_locs = (linear * locs).sum(-1)                                 # μᵀΛμ
+        bias = xp.log(params["weights"]) - 0.5 * (D * _LOG_2PI + quad_locs) - logdet
+        return xp.concatenate([quadratic, linear], 1), bias
+
+    def _triu(self):
+        return np.triu_indices(self.data_dim)
+
+    def _rows_of(self, xp, like):
+        return _rows(xp, like, self._triu()[0])
+
+    def _cols_of(self, xp, like):
+        return _rows(xp, like, self._triu()[1])
+
+    def _off_diagonal(self, xp, like):
+        rows, cols = self._triu()
+        return xp.asarray((rows != cols).astype(np.float64), dtype=like.dtype, **_device(xp, like))
+
+    def _m_step_data(self, xp, data, resp, reg_covar: float) -> dict:
+        """The M-step from the design's sufficient statistics (γᵀ @ design); parameters in the
+        data's own (uncentred) coordinates."""
         D = self.data_dim
+        x, shift = data["x"], data["shift"]
         eps = 10 * float(np.finfo(np.float64).eps)
         nk = resp.sum(0) + eps                                                      # (K,)
-        locs = (resp.T @ x) / nk[:, None]
+        if "design" in data:
+            moments = resp.T @ data["design"]                                      # (K, width)
+            quadratic, linear = moments[:, :-D], moments[:, -D:]
+        else:
+            quadratic, linear = None, resp.T @ x
+        locs = linear / nk[:, None]
         eye = _eye(xp, D, x)
         if self.covariance == "full":
-            second = xp.einsum("nk,nd,ne->kde", resp, x, x) / nk[:, None, None]
-            cov = second - locs[:, :, None] * locs[:, None, :] + reg_covar * eye
-            cov = 0.5 * (cov + xp.swapaxes(cov, -1, -2))
-            scale = _cholesky(xp, cov)
+            second = quadratic[:, data["full_index"]] if quadratic is not None else \
+                xp.einsum("nk,nd,ne->kde", resp, x, x)
+            cov = second / nk[:, None, None] - locs[:, :, None] * locs[:, None, :] + reg_covar * eye
+            scale = _cholesky(xp, 0.5 * (cov + xp.swapaxes(cov, -1, -2)))
         elif self.covariance == "tied":
-            cov = (x.T @ x - (nk[:, None] * locs).T @ locs) / nk.sum() + reg_covar * eye
+            cov = (data["gram"] - (nk[:, None] * locs).T @ locs) / nk.sum() + reg_covar * eye
             scale = _cholesky(xp, 0.5 * (cov + cov.T))
         else:
-            var = (resp.T @ (x * x)) / nk[:, None] - locs * locs + reg_covar          # (K, D)
-            var = xp.where(var > reg_covar, var, reg_covar + 0 * var)  # rounding below the floor
-            if self.covariance == "spherical":
-                var = var.mean(-1)
-            scale = xp.sqrt(var)
-        return {"weights": nk / nk.sum(), "locs": locs, self.covariance_param: scale}
-
-    def em_step(self, xp, x, params: dict, reg_covar: float):
-        """One EM iteration: (new parameters, mean log-likelihood of ``params``)."""
-        resp, mean_log_likelihood = self.e_step(xp, x, params)
-        return self.m_step(xp, x, resp, reg_covar), mean_log_likelihood
+            if self.covariance == "diag":
+                var = quadratic / nk[:, None] - locs * locs + reg_covar                  # (K, D)
+            else:
+                var = (quadratic[:, 0] / nk - (locs * locs).sum(-1)) / D + reg_covar     # (K,)
+            scale = xp.sqrt(xp.where(var > reg_covar, var, reg_covar + 0 * var))  # rounding below the floor
+        return {"weights": nk / nk.sum(), "locs": locs + shift, self.covariance_param: scale}
 
     def em_init(self, xp, x, seed: int, init, reg_covar: float) -> dict:
         """Starting parameters: an M-step on k-means (``"kmeans"``), k-means++ seeding
@@ -474,8 +590,9 @@ class GMM(ModelSpec):
         """A data-driven starting point: a short EM run from k-means (numpy, float64)."""
         x = np.asarray(data, dtype=np.float64)
         params = self.em_init(np, x, seed, "kmeans", 1e-6)
+        data = self.em_data(np, x)
         for _ in range(20):
-            params, _ = self.em_step(np, x, params, 1e-6)
+            params, _ = self.em_step(np, data, params, 1e-6)
         return {k: np.asarray(v) for k, v in params.items()}
 
     def _bayesian_start(self, start: dict, seed: int) -> dict:

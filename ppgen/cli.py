@@ -13,6 +13,7 @@ Usage::
     ppgen sample RUN [-n 64] [--seed 0] [--out PATH]
     ppgen evaluate RUN [--split test|val|train] [--data NAME --view VIEW --data-path PATH]
     ppgen inspect RUN [--var NAME ...] [--data NAME --view VIEW --data-path PATH]
+    ppgen compare MODEL --vary NAME=V1,V2,... [every option of ppgen fit]
     ppgen models
     ppgen demo [--out runs/demo] [--quick]
 
@@ -103,6 +104,8 @@ def _commands() -> dict:
         "sample": ("draw new examples from a run (PNG figure and .npy)", _cmd_sample),
         "evaluate": ("log-likelihood of a data split under a run; updates metrics.json", _cmd_evaluate),
         "inspect": ("ArviZ summary table and trace/posterior/pair plots of a run", _cmd_inspect),
+        "compare": ("fit a model for several values of one option and rank the fits (LOO or BIC)",
+                    _cmd_compare),
         "models": ("list model families, the inference that fits them, and backends", _cmd_models),
         "demo": ("PPCA on the digits by closed form and by NUTS, compared", _cmd_demo),
     }
@@ -514,6 +517,108 @@ def _cmd_fit(argv: list) -> int:
                   f"(+/- {_fmt(m['log_likelihood_se'])}, {m['num_examples']} examples)")
     print(f"{'time:':26s}{seconds:.1f} s")
     print("wrote: " + ", ".join(Path(f).name for f in files))
+    return 0
+
+
+# ======================================================================================
+# ppgen compare
+# ======================================================================================
+def _parse_values(text: str, tp) -> list:
+    """``"1,2,3"`` or ``"1..6"`` (integers, inclusive) as a list of ``tp`` values."""
+    text = text.strip()
+    if ".." in text and tp is int:
+        low, _, high = text.partition("..")
+        try:
+            low, high = int(low), int(high)
+        except ValueError:
+            raise ConfigError(f"--vary range {text!r} must look like 1..6") from None
+        if high < low:
+            raise ConfigError(f"--vary range {text!r} is empty; write LOW..HIGH with LOW <= HIGH")
+        return list(range(low, high + 1))
+    values = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            values.append(tp(part) if tp in (int, float) else part)
+        except ValueError:
+            raise ConfigError(f"--vary value {part!r} is not a valid {tp.__name__}") from None
+    return values
+
+
+def _cmd_compare(argv: list) -> int:
+    import ppgen
+
+    from .checkpoint import atomic_write_bytes
+    from .config import field_specs
+    from .registry import resolve_inference, resolve_model
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--vary", default=None)
+    known, rest = pre.parse_known_args(argv)
+    first, _ = _fit_parser(add_help=False)[0].parse_known_args(rest)
+    if first.model is None or known.vary is None:
+        parser, _ = _fit_parser()
+        parser.prog = "ppgen compare"
+        parser.description = ("Fit MODEL once per value of one option (--vary NAME=V1,V2,... or NAME=LOW..HIGH), "
+                              "write each run to OUT/NAME=VALUE/, and rank the fits: by ArviZ PSIS-LOO when the "
+                              "inference gives posterior draws (nuts, hmc, svi with --guide normal), else by BIC "
+                              "and AIC. The table is printed and written to OUT/comparison.csv.")
+        parser.epilog = ("Examples:\n  ppgen compare gmm --data ring --vary num_components=1..6 --inference em\n"
+                         "  ppgen compare gmm --data ring --vary num_components=1..6 --inference nuts "
+                         "--num-samples 300")
+        parser.parse_args(rest)
+        parser.error("the following arguments are required: MODEL and --vary NAME=VALUES")
+    name, sep, text = known.vary.partition("=")
+    name = name.strip().replace("-", "_")
+    model_cls = _model_class(first.model)
+    inference_cls = _inference_class(first.inference)
+    types = {n: ("model", tp) for n, tp, _, _ in field_specs(model_cls)}
+    types.update({n: ("inference", tp) for n, tp, _, _ in field_specs(inference_cls) if n not in types})
+    if not sep or name not in types:
+        from .config import suggest
+
+        raise ConfigError(f"--vary {known.vary!r} must be NAME=VALUES with NAME an option of "
+                          f"{model_cls.__name__} or {inference_cls.__name__}.{suggest(name, types)}")
+    kind, tp = types[name]
+    values = _parse_values(text, tp if tp in (int, float) else str)
+    if len(values) < 2:
+        raise ConfigError(f"--vary {known.vary!r} gives {len(values)} value(s); compare needs at least two")
+    parser, fields = _fit_parser(model_cls, inference_cls)
+    parser.prog = "ppgen compare"
+    args = parser.parse_args(rest)
+    chosen = vars(args)
+    model_options = {n: chosen[d] for d, n in fields if d.startswith("model:") and d in chosen}
+    inference_options = {n: chosen[d] for d, n in fields if d.startswith("inference:") and d in chosen}
+    dataset = _load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{model_cls.family}-{name}"
+    print(f"ppgen compare: {model_cls.__name__} on {_data_label(dataset.meta)} by "
+          f"{inference_cls.__name__} ({args.backend}), {name} in {values}", flush=True)
+    fits, labels = [], []
+    for value in values:
+        options = dict(model_options if kind == "inference" else dict(model_options, **{name: value}))
+        inf_options = dict(inference_options, **{name: value}) if kind == "inference" else inference_options
+        spec = resolve_model(model_cls.family, data_dim=dataset.data_dim, **options)
+        alg = resolve_inference(inference_cls.name, **inf_options)
+        label = f"{name}={value}"
+        start = time.perf_counter()
+        fit = ppgen.fit(spec, dataset, alg, backend=args.backend, device=args.device, seed=args.seed,
+                        run_dir=out / label, progress=args.progress)
+        print(f"  {label}: fitted in {time.perf_counter() - start:.1f} s -> {out / label}", flush=True)
+        fits.append(fit)
+        labels.append(label)
+    if all(f.posterior is not None for f in fits):
+        table = ppgen.compare(fits, names=labels)
+        print("ArviZ LOO comparison (best first; elpd_diff within dse of the best is a tie):")
+    else:
+        rows = [{"run": label, "log_likelihood": float(np.mean(f.log_likelihood(dataset.train))),
+                 "bic": f.bic(), "aic": f.aic()} for label, f in zip(labels, fits)]
+        import pandas as pd
+
+        table = pd.DataFrame(rows).set_index("run").sort_values("bic")
+        print("BIC and AIC on the training data (lower is better; best BIC first):")
+    print(table.to_string())
+    csv = out / "comparison.csv"
+    atomic_write_bytes(csv, table.to_csv().encode())
+    print(f"wrote {csv}")
     return 0
 
 

@@ -130,6 +130,7 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     dev = be.setup(device)
     program = spec.build(backend, form, data=x, guide=alg.guide_for(spec), seed=seed, device=device,
                          **alg.build_options(spec))
+    program.train = x
     num_data = x.shape[0]
     batch_size = alg.batch_size_for(num_data)
     steps_per_epoch = math.ceil(num_data / batch_size)

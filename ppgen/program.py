@@ -50,6 +50,8 @@ class BuiltProgram:
         init_values: optional ``chain -> {site: numpy value}``, where MCMC chains should start.
         discrete_sites: discrete latent sites the model enumerates; automatic guides leave them out.
         max_plate_nesting: how many plates nest in the model (None: the ELBO works it out).
+        train: the training data as given (numpy, float64 kept), for algorithms that compute in
+            float64 (closed form, EM); ``ppgen.fit`` sets it.
     """
 
     backend: str
@@ -61,6 +63,14 @@ class BuiltProgram:
     init_values: Optional[Callable[[int], dict]] = None
     discrete_sites: tuple = ()
     max_plate_nesting: Optional[int] = None
+    train: Optional[np.ndarray] = None
+
+    def precise_data(self, batch: dict):
+        """The training data as float64 numpy (full precision when the user gave float64)."""
+        if self.train is not None:
+            return np.asarray(self.train, dtype=np.float64)
+        x = batch["x"]
+        return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
 
     def call_args(self, fn: Callable, batch: dict) -> dict:
         """The subset of ``batch`` that ``fn`` accepts (all of it if it takes ``**kwargs``)."""

@@ -291,6 +291,49 @@ def test_fit_nuts_then_inspect(capsys, data_dir, tmp_path):
     assert code == 2 and "nope" in err
 
 
+def test_fit_gmm_em_then_inspect_draws_components(capsys, tmp_path):
+    run = tmp_path / "gmm"
+    code, out, err = run_cli(capsys, "fit", "gmm", "--data", "ring", "--data-n", 600, "--num-components", 4,
+                             "--covariance", "diag", "--inference", "em", "--n-init", 2, "--backend", "pyro",
+                             "--out", run)
+    assert code == 0, err
+    assert "GMM on ring by EM" in out
+    assert read_metrics(run)["train"]["num_examples"] == 480   # the toys keep 80% for training
+    code, out, err = run_cli(capsys, "inspect", run)
+    assert code == 0, err
+    assert "weights" in out and "point estimate" in out
+    assert_png(run / "plots" / "components.png")
+
+
+def test_fit_gmm_nuts_then_inspect_draws_rank_plots(capsys, tmp_path):
+    run = tmp_path / "gmm-nuts"
+    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "ring", "--data-n", 300, "--num-components", 2,
+                           "--covariance", "spherical", "--inference", "nuts", "--num-samples", 40,
+                           "--num-warmup", 40, "--num-chains", 2, "--backend", "pyro", "--out", run)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "inspect", run)
+    assert code == 0, err
+    assert "r_hat" in out and "2 chain(s) x 40 draws" in out
+    for name in ("trace", "rank", "components"):
+        assert_png(run / "plots" / f"{name}.png")
+
+
+def test_compare_ranks_a_range_of_components(capsys, tmp_path):
+    out_dir = tmp_path / "cmp"
+    code, out, err = run_cli(capsys, "compare", "gmm", "--data", "ring", "--data-n", 600, "--vary",
+                             "num_components=1..3", "--covariance", "full", "--inference", "em",
+                             "--backend", "pyro", "--out", out_dir)
+    assert code == 0, err
+    assert "BIC and AIC" in out
+    lines = [line for line in out.splitlines() if line.startswith("num_components=")]
+    assert [line.split()[0] for line in lines][:1] == ["num_components=3"]   # more components fit a ring better
+    assert (out_dir / "comparison.csv").exists() and (out_dir / "num_components=2" / "config.json").exists()
+    code, _, err = run_cli(capsys, "compare", "gmm", "--data", "ring", "--vary", "num_compnents=1..3")
+    assert_clean_error(code, err, "num_compnents", "num_components")
+    code, _, err = run_cli(capsys, "compare", "gmm", "--data", "ring", "--vary", "num_components=3")
+    assert_clean_error(code, err, "at least two")
+
+
 def test_inspect_point_estimate(capsys, closed_form_run):
     code, out, err = run_cli(capsys, "inspect", closed_form_run, "--var", "sigma", "--var", "mu")
     assert code == 0, err
