@@ -22,8 +22,11 @@ the M-step sets, with :math:`N_k = \sum_n \gamma_{nk}`,
     \Sigma_k = \tfrac1{N_k}\sum_n \gamma_{nk}(x_n-\mu_k)(x_n-\mu_k)^\top + \epsilon I,
 
 where :math:`\epsilon` is EM's ``reg_covar`` floor (as in scikit-learn). Both steps are written
-once over an array namespace (torch, ``jax.numpy`` or numpy), vectorised over components, so
-they run unchanged on a GPU.
+once over an array namespace (torch, ``jax.numpy`` or numpy) and vectorised over components:
+each log-density is linear in a per-row *design* (the row's quadratic terms and the row
+itself, see :meth:`GMM.em_data`), so an E-step and an M-step are one matrix product each. They
+run unchanged on a GPU, and from the same starting point they reproduce scikit-learn's
+iterations.
 
 ``covariance`` chooses the shape of :math:`\Sigma_k`: ``"full"`` (one matrix per component,
 parameter ``scale_tril``, its Cholesky factor, shape (K, D, D)), ``"tied"`` (one matrix shared
