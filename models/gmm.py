@@ -319,10 +319,8 @@ class GMM(ModelSpec):
             full_index = np.zeros((D, D), dtype=np.int64)
             full_index[rows, cols] = np.arange(pairs)
             full_index[cols, rows] = np.arange(pairs)
-            data["rows"], data["cols"] = _rows(xp, x, rows), _rows(xp, x, cols)
             data["full_index"] = _rows(xp, x, full_index)
-            data["off_diagonal"] = _cast(xp, data["rows"] != data["cols"], x)
-            quadratic = xc[:, data["rows"]] * xc[:, data["cols"]]
+            quadratic = xc[:, _rows(xp, x, rows)] * xc[:, _rows(xp, x, cols)]
         data["design"] = xp.concatenate([quadratic, xc], 1)
         return data
 
