@@ -256,13 +256,13 @@ class _PyroSVI:
         return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer, program)
 
     @staticmethod
-    def _auto_guide(svi: SVI, name: str, model, program):
+    def _auto_guide(svi: SVI, name: str, model, program, device="cpu"):
         import pyro.infer.autoguide as autoguide
 
         init = autoguide.init_to_median
         if program.init_values is not None:
             be = get_backend("pyro")
-            values = {k: be.asarray(v, "float32") for k, v in program.init_values(0).items()}
+            values = {k: be.asarray(v, "float32", device) for k, v in program.init_values(0).items()}
             init = autoguide.initialization.init_to_value(values=values, fallback=init)
         return _make_auto_guide(svi, name, model, autoguide, init)
 
@@ -283,7 +283,7 @@ class _PyroSVI:
         be = get_backend("pyro")
         model = _bind(program, program.model)
         auto = svi._auto_guide_name(program)
-        guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
+        guide = cls._auto_guide(svi, auto, _blocked(model, program), program, batch["x"].device) if auto \
             else _bind(program, program.guide)
         state = {"impl": cls, "program": program, "model": model, "guide": guide,
                  "elbo": cls._elbo(svi, program), "store": {"params": {}, "constraints": {}}, "rng": None,
