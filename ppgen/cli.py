@@ -299,6 +299,13 @@ def _fit_parser(model_cls=None, inference_cls=None, add_help: bool = True):
     return parser, fields
 
 
+def _given_options(fields: list, values: dict) -> tuple[dict, dict]:
+    """(model options, inference options) that were given on the command line."""
+    given = [(dest.partition(":")[0], name, values[dest]) for dest, name in fields if dest in values]
+    return ({n: v for kind, n, v in given if kind == "model"},
+            {n: v for kind, n, v in given if kind == "inference"})
+
+
 def _model_class(name: str):
     from .registry import model_classes, resolve_model
 
@@ -494,9 +501,7 @@ def _cmd_fit(argv: list) -> int:
     parser, fields = _fit_parser(model_cls, inference_cls)
     args = parser.parse_args(argv)
     values = vars(args)
-    model_options = {name: values[dest] for dest, name in fields if dest.startswith("model:") and dest in values}
-    inference_options = {name: values[dest] for dest, name in fields
-                         if dest.startswith("inference:") and dest in values}
+    model_options, inference_options = _given_options(fields, values)
 
     dataset = _load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
     spec = resolve_model(model_cls.family, data_dim=dataset.data_dim, **model_options)
@@ -586,8 +591,7 @@ def _cmd_compare(argv: list) -> int:
     parser.prog = "ppgen compare"
     args = parser.parse_args(rest)
     chosen = vars(args)
-    model_options = {n: chosen[d] for d, n in fields if d.startswith("model:") and d in chosen}
-    inference_options = {n: chosen[d] for d, n in fields if d.startswith("inference:") and d in chosen}
+    model_options, inference_options = _given_options(fields, chosen)
     dataset = _load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{model_cls.family}-{name}"
     print(f"ppgen compare: {model_cls.__name__} on {_data_label(dataset.meta)} by "
