@@ -1,10 +1,39 @@
-"""Metrics of fitted models and their samples."""
+"""Metrics of fitted models and their samples.
+
+Likelihood metrics (`mean_log_likelihood`, `bits_per_dim`) and sample-quality
+metrics for the 8x8 digits built on a classifier shipped with ppgen and run in
+pure NumPy (`digits_classifier`, `digits_frechet_distance`,
+`conditional_accuracy`; see ``ppgen.metrics.classifier``), plus the closed-form
+`frechet_distance` between two Gaussians.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bits_per_dim", "mean_log_likelihood"]
+from ._frechet import frechet_distance
+from .classifier import (
+    SCALES,
+    ConditionalAccuracy,
+    DigitsClassifier,
+    conditional_accuracy,
+    digits_classifier,
+    digits_frechet_distance,
+    view_to_scale,
+)
+
+__all__ = [
+    "SCALES",
+    "ConditionalAccuracy",
+    "DigitsClassifier",
+    "bits_per_dim",
+    "conditional_accuracy",
+    "digits_classifier",
+    "digits_frechet_distance",
+    "frechet_distance",
+    "mean_log_likelihood",
+    "view_to_scale",
+]
 
 
 def mean_log_likelihood(fit, x) -> float:
