@@ -1,10 +1,26 @@
-"""Stochastic variational inference: one algorithm, swappable ELBOs and guides, both backends.
+r"""Stochastic variational inference: one algorithm, swappable ELBOs and guides, both backends.
 
 The loss and the guide are arguments, not subclasses:
 
 - ``elbo``: ``"trace"`` (Monte Carlo ELBO), ``"meanfield"`` (analytic KL where the backend
-  has it), ``"renyi"`` (Rényi bound with ``alpha``; alpha=0 is the IWAE bound),
-  ``"enum"`` (discrete latents summed out), or a custom loss (see below).
+  has it), ``"iwae"`` (the importance-weighted bound with ``num_particles`` = K samples),
+  ``"renyi"`` (the Rényi bound with ``alpha``; alpha=0 is the IWAE bound), ``"enum"``
+  (discrete latents summed out), or a custom loss (see below).
+- ``kl_warmup``/``beta``: the latent terms log p(z) − log q(z|x) (the KL of the mean-field
+  ELBO) are weighted by β, which rises linearly from 0 to ``beta`` over the first
+  ``kl_warmup`` steps (Bowman et al. 2016; Sønderby et al. 2016); ``beta`` alone is a β-VAE.
+
+The IWAE and Rényi bounds are computed per example (Burda et al. 2016, eq. 8): with K guide
+draws z_k ~ q(z | x_n) and log-weights log w_nk = log p(x_n, z_nk) − log q(z_nk | x_n),
+
+.. math::
+
+    \mathcal L_K = \sum_n \Big[\log \tfrac1K \sum_k w_{nk}^{1-\alpha}\Big] / (1 - \alpha),
+
+a log-mean-exp for each data point, never over the whole minibatch (the backends' own
+``RenyiELBO`` pools the batch, which for per-example latents is a looser, different bound:
+pyro issue 3104). Models whose latents are all global get the pooled bound, which is then
+the right one.
 - ``guide``: a family's local guides (``"amortized"``, ``"per_example"``: point estimates of
   the global parameters, a distribution over each example's latent), or an automatic guide over
   the global latents of a Bayesian form (``"normal"``, ``"multivariate_normal"`` (full rank),
@@ -32,13 +48,14 @@ from .base import Inference, Result
 
 __all__ = ["SVI", "SVIInfo", "ELBOS", "LOCAL_GUIDES", "GLOBAL_GUIDES"]
 
-ELBOS = ("trace", "meanfield", "renyi", "enum")
+ELBOS = ("trace", "meanfield", "iwae", "renyi", "enum")
 LOCAL_GUIDES = ("amortized", "per_example")
 GLOBAL_GUIDES = ("normal", "multivariate_normal", "low_rank_normal", "delta")
 
 
 class SVIInfo(NamedTuple):
     loss: float  # negative ELBO of the minibatch, scaled to the data set, per training example
+    beta: float = 1.0  # weight of the latent (KL) terms at this step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +66,8 @@ class SVI(Inference):
     Adam on minibatches.
 
     Args:
-        elbo: ``"trace"``, ``"meanfield"``, ``"renyi"``, ``"enum"`` or a custom loss callable.
+        elbo: ``"trace"``, ``"meanfield"``, ``"iwae"``, ``"renyi"``, ``"enum"`` or a custom loss
+            callable.
         guide: ``"auto"``, a local guide of the family, or an automatic global guide.
         steps: optimisation steps (ignored when ``epochs`` is set).
         epochs: passes over the training set; sets ``steps = epochs * ceil(N / batch_size)``.
@@ -58,7 +76,10 @@ class SVI(Inference):
         lr_decay: the learning rate decays exponentially to ``lr * lr_decay`` at the last step.
         optimizer: ``"adam"`` or ``"clipped_adam"`` (gradient norm clipped to ``clip_norm``).
         clip_norm: the clipping norm of ``"clipped_adam"``.
-        num_particles: Monte Carlo samples of the ELBO per step.
+        num_particles: Monte Carlo samples of the ELBO per step; K of the IWAE and Rényi bounds.
+        kl_warmup: steps over which the weight β of the latent (KL) terms rises linearly from 0
+            to ``beta`` (0: no warm-up).
+        beta: the final weight of the latent terms (1: the ELBO; other values: a β-VAE).
         alpha: the Rényi divergence's alpha (``elbo="renyi"``); 0 gives the IWAE bound.
         rank: rank of ``"low_rank_normal"`` (None: about sqrt of the number of latents).
         init_scale: initial standard deviation of automatic guides.
@@ -83,6 +104,8 @@ class SVI(Inference):
     rank: Optional[int] = None
     init_scale: float = 0.1
     num_samples: int = 1000
+    kl_warmup: int = 0
+    beta: float = 1.0
 
     name: ClassVar[str] = "svi"
     title: ClassVar[str] = "SVI"
@@ -104,6 +127,15 @@ class SVI(Inference):
         self._require(self.clip_norm > 0, f"clip_norm must be positive; got {self.clip_norm}")
         self._require(self.init_scale > 0, f"init_scale must be positive; got {self.init_scale}")
         self._require(self.alpha != 1, "alpha=1 is the ordinary ELBO; use elbo='trace'")
+        self._require(self.kl_warmup >= 0, f"kl_warmup must be >= 0 steps; got {self.kl_warmup}")
+        self._require(self.beta > 0 and math.isfinite(self.beta), f"beta must be positive; got {self.beta}")
+        if self.elbo in ("iwae", "renyi", "enum") and (self.kl_warmup or self.beta != 1):
+            raise ConfigError(f"SVI: kl_warmup and beta weight the KL term of elbo='trace' or 'meanfield'; "
+                              f"elbo={self.elbo!r} has no separate KL term. Drop kl_warmup/beta or use "
+                              f"elbo='meanfield'")
+        if callable(self.elbo) and (self.kl_warmup or self.beta != 1):
+            raise ConfigError("SVI: kl_warmup and beta apply to the built-in ELBOs; a custom loss weights "
+                              "its own terms")
 
     # ---- compatibility ---------------------------------------------------------------
     def form_for(self, model) -> str:
@@ -114,6 +146,9 @@ class SVI(Inference):
                     f"brings its own guide, or uses guide='auto' or one of {list(GLOBAL_GUIDES)}")
             return "user"
         local = getattr(model, "local_guides", ())
+        refusal = getattr(model, "elbo_refusals", {}).get(self.elbo) if isinstance(self.elbo, str) else None
+        if refusal:
+            raise ConfigError(f"SVI(elbo={self.elbo!r}) cannot fit {type(model).__name__}: {refusal}")
         if getattr(model, "discrete_latents", ()):
             # discrete per-example latents: enumerated (elbo="enum") or summed out, never guided
             if self.guide in LOCAL_GUIDES:
@@ -144,6 +179,16 @@ class SVI(Inference):
         if self.elbo == "enum" and getattr(model, "discrete_latents", ()):
             return {"enumerate": True}
         return {}
+
+    def beta_at(self, step: int) -> float:
+        """The weight β of the latent terms at (0-based) ``step``: linear warm-up, then ``beta``."""
+        if self.kl_warmup <= 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / self.kl_warmup)
+
+    @property
+    def _weighs_latents(self) -> bool:
+        return self.kl_warmup > 0 or self.beta != 1
 
     def _auto_guide_name(self, program) -> Optional[str]:
         if program.guide is not None:
@@ -180,8 +225,7 @@ class SVI(Inference):
         return state["impl"].restore_state(self, state, arrays, meta)
 
 
-_ELBO_CLASSES = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "renyi": "RenyiELBO",
-                 "enum": "TraceEnum_ELBO"}
+_ELBO_CLASSES = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "enum": "TraceEnum_ELBO"}
 _AUTO_GUIDE_CLASSES = {"normal": "AutoNormal", "multivariate_normal": "AutoMultivariateNormal",
                        "low_rank_normal": "AutoLowRankMultivariateNormal", "delta": "AutoDelta"}
 
@@ -189,8 +233,6 @@ _AUTO_GUIDE_CLASSES = {"normal": "AutoNormal", "multivariate_normal": "AutoMulti
 def _make_elbo(svi: SVI, infer_module, program):
     """``svi.elbo`` from ``pyro.infer`` or ``numpyro.infer`` (same class names and arguments)."""
     cls = getattr(infer_module, _ELBO_CLASSES[svi.elbo])
-    if svi.elbo == "renyi":
-        return cls(alpha=svi.alpha, num_particles=max(svi.num_particles, 2))
     if svi.elbo == "enum" and program.max_plate_nesting is not None:
         return cls(num_particles=svi.num_particles, max_plate_nesting=program.max_plate_nesting)
     return cls(num_particles=svi.num_particles)
@@ -210,12 +252,18 @@ def _make_auto_guide(svi: SVI, name: str, model, autoguide_module, init_loc_fn):
 
 
 def _bind(program, fn):
-    """``fn`` called with the batch keywords it accepts, plus ``num_data``."""
+    """``fn`` called with the batch keywords it accepts, plus ``num_data``; a ``beta`` in the
+    batch weights its latent sites (KL warm-up)."""
     if fn is None:
         return None
 
     def bound(**batch):
-        return fn(**program.call_args(fn, dict(batch, num_data=program.num_data)))
+        beta = batch.pop("beta", None)
+        args = program.call_args(fn, dict(batch, num_data=program.num_data))
+        if beta is None:
+            return fn(**args)
+        with _scale_latents(program.backend, beta):
+            return fn(**args)
 
     bound.__name__ = getattr(fn, "__name__", "program")
     return bound
@@ -233,6 +281,50 @@ def _blocked(model, program):
     from pyro import poutine
 
     return poutine.block(model, hide=list(program.discrete_sites))
+
+
+def _scale_latents(backend: str, beta):
+    """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``."""
+    if backend == "numpyro":
+        from numpyro.primitives import Messenger
+
+        class ScaleLatents(Messenger):
+            def process_message(self, msg):
+                if msg["type"] == "sample" and not msg["is_observed"]:
+                    msg["scale"] = beta if msg.get("scale") is None else beta * msg["scale"]
+
+        return ScaleLatents()
+    from pyro.poutine.messenger import Messenger
+
+    class ScaleLatentsPyro(Messenger):
+        def _process_message(self, msg):
+            if msg["type"] == "sample" and not msg["is_observed"] and type(msg["fn"]).__name__ != "_Subsample":
+                msg["scale"] = beta * msg["scale"]
+
+    return ScaleLatentsPyro()
+
+
+def _plate_nesting(be, model, batch) -> int:
+    """How many plates nest in ``model`` (traced once)."""
+    sites = be.trace(model, 0, **batch)
+    return max([len([f for f in s.get("cond_indep_stack", ()) if getattr(f, "name", "") != "_particles"])
+                for s in sites.values()] + [0])
+
+
+def importance_bound(terms: dict, alpha: float, num_particles: int, logsumexp):
+    """The IWAE (alpha=0) or Rényi bound from a backend's ``log_weights`` terms.
+
+    Per example, (log (1/K) Σ_k w_nk^{1−α}) / (1−α), summed over the minibatch and scaled to
+    the data set; when the program has latents outside the data plate, the pooled bound over
+    whole-batch weights instead."""
+    local, glob, scale = terms["local"], terms["global"], terms["scale"]
+    k = math.log(num_particles)
+    if terms["global_latent"] or not hasattr(local, "shape"):
+        total = (scale * local.sum(-1) if hasattr(local, "shape") else 0.0) + glob
+        return (logsumexp((1 - alpha) * total, 0) - k) / (1 - alpha)
+    per_example = (logsumexp((1 - alpha) * local, 0) - k) / (1 - alpha)
+    rest = glob.mean(0) if hasattr(glob, "shape") else glob
+    return scale * per_example.sum() + rest
 
 
 class _ProgramView(NamedTuple):
@@ -253,6 +345,8 @@ class _PyroSVI:
     def _elbo(svi: SVI, program):
         import pyro.infer
 
+        if svi.elbo in ("iwae", "renyi"):
+            return None
         return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer, program)
 
     @staticmethod
@@ -271,7 +365,14 @@ class _PyroSVI:
         model, guide, elbo = state["model"], state["guide"], state["elbo"]
         if callable(svi.elbo):
             return elbo(_ProgramView(model, guide), batch)
-        if differentiable and hasattr(elbo, "differentiable_loss") and svi.elbo != "renyi":
+        if svi.elbo in ("iwae", "renyi"):
+            import torch
+
+            be = get_backend("pyro")
+            terms = be.log_weights(model, guide, batch, svi.num_particles, state["particle_dim"])
+            alpha = 0.0 if svi.elbo == "iwae" else svi.alpha
+            return -importance_bound(terms, alpha, svi.num_particles, torch.logsumexp)
+        if differentiable and hasattr(elbo, "differentiable_loss"):
             return elbo.differentiable_loss(model, guide, **batch)
         return None
 
@@ -287,9 +388,12 @@ class _PyroSVI:
             else _bind(program, program.guide)
         state = {"impl": cls, "program": program, "model": model, "guide": guide,
                  "elbo": cls._elbo(svi, program), "store": {"params": {}, "constraints": {}}, "rng": None,
-                 "batch": batch}
+                 "batch": batch, "step": 0}
         store = pyro.get_param_store()
         with store.scope(state["store"]), be.rng(state, seed):
+            if svi.elbo in ("iwae", "renyi"):
+                nesting = program.max_plate_nesting
+                state["particle_dim"] = -1 - (nesting if nesting is not None else _plate_nesting(be, model, batch))
             loss = cls._loss(svi, state, batch)
             if loss is None:
                 state["elbo"].loss(model, guide, **batch)
@@ -313,6 +417,10 @@ class _PyroSVI:
 
         be = get_backend("pyro")
         opt = state["optimizer"]
+        beta = svi.beta_at(state["step"])
+        if svi._weighs_latents:
+            batch = dict(batch, beta=beta)
+        state["step"] += 1
         with pyro.get_param_store().scope(state["store"]), be.rng(state):
             opt.zero_grad(set_to_none=True)
             loss = cls._loss(svi, state, batch)
@@ -323,7 +431,7 @@ class _PyroSVI:
                 value = loss.item()
             opt.step()
             state["schedule"].step()
-        return state, SVIInfo(value / state["program"].num_data)
+        return state, SVIInfo(value / state["program"].num_data, beta)
 
     @classmethod
     def evaluate(cls, svi, state, batch):
@@ -333,7 +441,7 @@ class _PyroSVI:
         be = get_backend("pyro")
         rng = {"rng": None}
         with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad():
-            if callable(svi.elbo):
+            if callable(svi.elbo) or svi.elbo in ("iwae", "renyi"):
                 value = float(cls._loss(svi, state, batch))
             else:
                 value = state["elbo"].loss(state["model"], state["guide"], **batch)
@@ -362,7 +470,7 @@ class _PyroSVI:
         arrays = {f"store/{n}": be.to_numpy(p) for n, p in state["store"]["params"].items()}
         opt_state = state["optimizer"].state_dict()
         meta = {"names": names, "param_groups": opt_state["param_groups"],
-                "schedule": state["schedule"].state_dict(), "optimizer_keys": {}}
+                "schedule": state["schedule"].state_dict(), "optimizer_keys": {}, "step": state["step"]}
         for i, entry in opt_state["state"].items():
             meta["optimizer_keys"][str(i)] = {}
             for key, value in entry.items():
@@ -393,6 +501,7 @@ class _PyroSVI:
         state["optimizer"].load_state_dict(opt_state)
         state["schedule"].load_state_dict(meta["schedule"])
         state["rng"] = torch.as_tensor(arrays["rng"])
+        state["step"] = int(meta.get("step", 0))
         return state
 
 
@@ -424,6 +533,9 @@ class _NumPyroSVI:
     def _elbo(svi: SVI, program):
         import numpyro.infer
 
+        if svi.elbo in ("iwae", "renyi"):
+            return _NumPyroImportanceLoss(0.0 if svi.elbo == "iwae" else svi.alpha, svi.num_particles,
+                                          -1 - program.max_plate_nesting)
         return _NumPyroCustomLoss(svi.elbo) if callable(svi.elbo) else _make_elbo(svi, numpyro.infer, program)
 
     @staticmethod
@@ -448,6 +560,10 @@ class _NumPyroSVI:
         auto = svi._auto_guide_name(program)
         guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
             else _bind(program, program.guide)
+        if svi.elbo in ("iwae", "renyi") and program.max_plate_nesting is None:
+            import dataclasses as dc
+
+            program = dc.replace(program, max_plate_nesting=_plate_nesting(get_backend("numpyro"), model, batch))
         total = max(svi.num_steps(program.num_data), 1)
         schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
         if svi.optimizer == "adam":
@@ -457,15 +573,21 @@ class _NumPyroSVI:
         engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
         svi_state = engine.init(jax.random.PRNGKey(seed), **batch)
         return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state,
-                "model": model, "guide": guide, "batch": batch,
+                "model": model, "guide": guide, "batch": batch, "step": 0,
                 "update": jax.jit(lambda st, b: engine.update(st, **b)),
                 "loss": jax.jit(lambda st, b: engine.evaluate(st, **b))}
 
     @classmethod
     def step(cls, svi, state, batch):
+        beta = svi.beta_at(state["step"])
+        if svi._weighs_latents:
+            import jax.numpy as jnp
+
+            batch = dict(batch, beta=jnp.float32(beta))
+        state["step"] += 1
         svi_state, loss = state["update"](state["svi_state"], batch)
         state["svi_state"] = svi_state
-        return state, SVIInfo(float(loss) / state["program"].num_data)
+        return state, SVIInfo(float(loss) / state["program"].num_data, beta)
 
     @classmethod
     def evaluate(cls, svi, state, batch):
@@ -500,7 +622,8 @@ class _NumPyroSVI:
         import jax
 
         leaves = jax.tree_util.tree_leaves(state["svi_state"])
-        return {f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}, {"num_leaves": len(leaves)}
+        return ({f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
+                {"num_leaves": len(leaves), "step": state["step"]})
 
     @classmethod
     def restore_state(cls, svi, state, arrays, meta):
@@ -515,6 +638,7 @@ class _NumPyroSVI:
                                   f"has {len(leaves)}: it was written by a different model or guide")
         new = [jnp.asarray(arrays[f"leaf/{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
         state["svi_state"] = jax.tree_util.tree_unflatten(treedef, new)
+        state["step"] = int(meta.get("step", 0))
         return state
 
 
@@ -522,6 +646,20 @@ def _substituted(fn, params):
     from numpyro import handlers
 
     return handlers.substitute(fn, data=params)
+
+
+class _NumPyroImportanceLoss:
+    """The per-example IWAE / Rényi bound as a NumPyro loss (see ``importance_bound``)."""
+
+    def __init__(self, alpha: float, num_particles: int, dim: int):
+        self.alpha, self.num_particles, self.dim = alpha, num_particles, dim
+
+    def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
+        import jax
+
+        be = get_backend("numpyro")
+        terms = be.log_weights(model, guide, kwargs, self.num_particles, self.dim, rng_key, param_map)
+        return -importance_bound(terms, self.alpha, self.num_particles, jax.nn.logsumexp)
 
 
 class _NumPyroCustomLoss:

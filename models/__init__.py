@@ -3,9 +3,14 @@
 - :class:`PPCA` — probabilistic PCA (``models/ppca.py``).
 - :class:`GMM` — Gaussian mixtures with full, diagonal, spherical or tied covariances
   (``models/gmm.py``).
+- :class:`VAE`, :class:`CVAE` — the variational autoencoder and its conditional version
+  (``models/vae.py``); :class:`HVAE` — the hierarchical VAE (``models/hvae.py``). Their
+  networks are in ``models/nets/``.
 """
 
 from .gmm import GMM
+from .hvae import HVAE
 from .ppca import PPCA
+from .vae import CVAE, VAE
 
-__all__ = ["PPCA", "GMM"]
+__all__ = ["PPCA", "GMM", "VAE", "CVAE", "HVAE"]

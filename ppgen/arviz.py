@@ -40,7 +40,7 @@ def _dims_for(name: str, value: np.ndarray, sample_ndim: int, example_dim: bool)
 
 
 def build(*, posterior: dict, sample_stats=None, log_likelihood=None, posterior_predictive=None,
-          observed_data=None, model_name: str = "model"):
+          observed_data=None, model_name: str = "model", dims: dict | None = None):
     """InferenceData/DataTree from numpy dicts; draws have leading (chain, draw) axes.
 
     ``log_likelihood``, ``posterior_predictive`` and ``observed_data`` share an ``example``
@@ -48,19 +48,20 @@ def build(*, posterior: dict, sample_stats=None, log_likelihood=None, posterior_
     """
     az = _az()
     groups = {"posterior": posterior}
-    dims = {k: _dims_for(k, np.asarray(v), 2, False) for k, v in posterior.items()}
+    dims_for_groups = {k: _dims_for(k, np.asarray(v), 2, False) for k, v in posterior.items()}
     if sample_stats:
         groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
     if log_likelihood:
         groups["log_likelihood"] = log_likelihood
-        dims.update({k: _dims_for(k, np.asarray(v), 2, True) for k, v in log_likelihood.items()})
+        dims_for_groups.update({k: _dims_for(k, np.asarray(v), 2, True) for k, v in log_likelihood.items()})
     if posterior_predictive:
         groups["posterior_predictive"] = posterior_predictive
-        dims.update({k: _dims_for(k, np.asarray(v), 2, True) for k, v in posterior_predictive.items()})
+        dims_for_groups.update({k: _dims_for(k, np.asarray(v), 2, True) for k, v in posterior_predictive.items()})
     if observed_data:
         groups["observed_data"] = observed_data
         for k, v in observed_data.items():
-            dims.setdefault(k, _dims_for(k, np.asarray(v), 0, True))
+            dims_for_groups.setdefault(k, _dims_for(k, np.asarray(v), 0, True))
+    dims = {**dims_for_groups, **(dims or {})}  # caller-named dims win (e.g. a VAE's example, latent)
     params = inspect.signature(az.from_dict).parameters
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -186,6 +186,8 @@ def _converter(tp, optional: bool):
             return None
         if tp is str:
             return text
+        if tp is tuple:  # "256,256" -> (256, 256)
+            return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
         return tp(text)
 
     convert.__name__ = tp.__name__  # argparse says "invalid int value: 'x'"
@@ -229,6 +231,9 @@ def _add_fields(parser, cls, kind: str, used: set) -> list:
         elif tp in (int, float, str):
             kwargs["type"] = _converter(tp, optional)
             kwargs["metavar"] = tp.__name__.upper() + ("|none" if optional else "")
+        elif tp is tuple:
+            kwargs["type"] = _converter(tp, optional)
+            kwargs["metavar"] = "INT,INT,..." + ("|none" if optional else "")
         else:
             continue  # not expressible as text (e.g. a function); set it from Python
         if default is dataclasses.MISSING:

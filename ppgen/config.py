@@ -73,6 +73,14 @@ def _check_value(owner: str, name: str, tp, optional: bool, value):
         return float(value)
     if tp is str and not isinstance(value, str):
         raise ConfigError(f"{owner}.{name} must be a string; got {value!r}")
+    if tp is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or not float(v).is_integer() for v in value):
+            raise ConfigError(f"{owner}.{name} must be a sequence of integers such as (256, 256); "
+                              f"got {value!r}")
+        return tuple(int(v) for v in value)
     return value
 
 
@@ -104,7 +112,7 @@ class Config:
             value = getattr(self, fname)
             if callable(value) and not isinstance(value, (int, float, str, bool)):
                 value = getattr(value, "__name__", repr(value))
-            options[fname] = value
+            options[fname] = list(value) if isinstance(value, tuple) else value
         return {"kind": self.kind, "name": self.name, "options": options}
 
     @classmethod

@@ -107,7 +107,7 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         >>> fit.log_likelihood(data.test).mean()
     """
     dataset = _as_dataset(data)
-    spec = resolve_model(model, data_dim=dataset.data_dim, **model_options)
+    spec = resolve_model(model, data_dim=dataset.data_dim, meta=dataset.meta, **model_options)
     alg = resolve_inference(inference)
     backend = backend or getattr(spec, "backend", None) or DEFAULT_BACKEND
     if backend not in BACKENDS:
@@ -119,12 +119,14 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         raise ConfigError(f"checkpoint_every={checkpoint_every} needs run_dir= and a value >= 1")
 
     x = spec.check_data(dataset.train, "training data")
-    x_val = None
+    y = _labels(spec, dataset, "train", x.shape[0])
+    x_val = y_val = None
     if early_stopping is not None:
         if dataset.val is None:
             raise DataError("early_stopping needs a validation split; this data has none. Pass "
                             "datasets.from_arrays(train, val=...) or drop early_stopping")
         x_val = spec.check_data(dataset.val, "validation data")
+        y_val = _labels(spec, dataset, "val", x_val.shape[0])
 
     be = get_backend(backend)
     dev = be.setup(device)
@@ -136,14 +138,15 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     steps_per_epoch = math.ceil(num_data / batch_size)
     total_steps = alg.num_steps(num_data)
     xs = be.asarray(x, "float32", dev)
-    full_batch = _make_batch(be, xs, np.arange(num_data), dev)
+    ys = be.ppl.index(y, like=xs) if y is not None else None
+    full_batch = _make_batch(be, xs, np.arange(num_data), dev, ys)
 
     def batch_at(step: int) -> dict:
         if batch_size >= num_data:
             return full_batch
         epoch, position = divmod(step, steps_per_epoch)
         order = np.random.default_rng([seed, epoch]).permutation(num_data)
-        return _make_batch(be, xs, order[position * batch_size:(position + 1) * batch_size], dev)
+        return _make_batch(be, xs, order[position * batch_size:(position + 1) * batch_size], dev, ys)
 
     config = _run_config(spec, alg, backend, device, seed, dataset)
     state = alg.init(program, batch_at(0), seed)
@@ -153,8 +156,11 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     if resume:
         state, history, start = _restore_checkpoint(ckpt_dir, config, alg, state)
 
-    val_batch = _make_batch(be, be.asarray(x_val, "float32", dev), np.arange(x_val.shape[0]), dev) \
-        if x_val is not None else None
+    val_batch = None
+    if x_val is not None:
+        xs_val = be.asarray(x_val, "float32", dev)
+        val_batch = _make_batch(be, xs_val, np.arange(x_val.shape[0]), dev,
+                                be.ppl.index(y_val, like=xs_val) if y_val is not None else None)
     best = {"value": -math.inf, "arrays": None, "bad": 0}
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress(total_steps, start, show, f"{spec.name} · {alg.title} · {backend}")
@@ -180,7 +186,7 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
                 last_checkpoint, pending = ckpt_dir, None
             stop = bool(getattr(info, "done", getattr(info, "converged", False)))
             if early_stopping is not None and (step + 1) % early_stopping.every == 0:
-                value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val)
+                value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val, y_val)
                 record[early_stopping.metric] = value
                 score = -value if early_stopping.metric == "val_loss" else value
                 if score > best["value"] + early_stopping.min_delta:
@@ -205,7 +211,7 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     result = alg.result(state, full_batch)
     if result.posterior is not None and hasattr(spec, "relabel"):
         result = result._replace(posterior=spec.relabel(result.posterior))
-    out = Fit(spec, alg, backend, result, history, config, train=x, device=device)
+    out = Fit(spec, alg, backend, result, history, config, train=x, device=device, train_labels=y)
     if run_dir is not None:
         if checkpoint_every:
             _write_checkpoint(ckpt_dir, config, _snapshot(alg, state), history, len(history))
@@ -213,12 +219,24 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     return out
 
 
-def _make_batch(be, xs, index: np.ndarray, dev) -> dict:
+def _make_batch(be, xs, index: np.ndarray, dev, ys=None) -> dict:
     idx = be.ppl.index(index, like=xs)
-    return {"x": xs[idx] if len(index) != xs.shape[0] else xs, "index": idx}
+    whole = len(index) == xs.shape[0]
+    batch = {"x": xs if whole else xs[idx], "index": idx}
+    if ys is not None:
+        batch["y"] = ys if whole else ys[idx]
+    return batch
 
 
-def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val) -> float:
+def _labels(spec, dataset, split: str, num: int):
+    """The split's labels for a conditional family (checked), else None."""
+    if not getattr(spec, "conditional", False):
+        return None
+    labels = getattr(dataset.labels, split) if dataset.labels is not None else None
+    return spec.check_labels(labels, num, f"the {split} labels")
+
+
+def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_val=None) -> float:
     if metric == "val_loss":
         return alg.evaluate(state, val_batch)
     if not hasattr(spec, "log_likelihood"):
@@ -226,10 +244,12 @@ def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val) -> f
     result = alg.result(state)
     params = result.params if result.posterior is None else {
         k: v.reshape((-1,) + v.shape[2:]) for k, v in result.posterior.items()}
-    return float(_mean_log_likelihood(spec, backend, params, result.posterior is not None, x_val).mean())
+    return float(_mean_log_likelihood(spec, backend, params, result.posterior is not None, x_val, y_val).mean())
 
 
-def _mean_log_likelihood(spec, backend, params, is_draws: bool, x) -> np.ndarray:
+def _mean_log_likelihood(spec, backend, params, is_draws: bool, x, y=None) -> np.ndarray:
+    if getattr(spec, "estimated_likelihood", False):  # importance sampling: enough to rank states
+        return spec.log_likelihood(backend, params, x, num_samples=100, labels=y)
     ll = spec.log_likelihood(backend, params, x)
     return _log_mean_exp(ll) if is_draws else ll
 
@@ -312,7 +332,8 @@ class Fit:
         config: the JSON that rebuilds the run.
     """
 
-    def __init__(self, model, inference, backend, result, history, config, train=None, device="cpu"):
+    def __init__(self, model, inference, backend, result, history, config, train=None, device="cpu",
+                 train_labels=None):
         self.model, self.inference, self.backend = model, inference, backend
         self.params = dict(result.params)
         self.posterior = result.posterior
@@ -321,6 +342,7 @@ class Fit:
         self.config = config
         self.device = device
         self._train = train
+        self._train_labels = train_labels
 
     def __repr__(self):
         what = (f"{next(iter(self.posterior.values())).shape[:2]} (chains, draws)" if self.posterior
@@ -334,14 +356,27 @@ class Fit:
     def _draws(self) -> dict:
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.posterior.items()}
 
-    def log_likelihood(self, x, *, pointwise_draws: bool = False) -> np.ndarray:
+    def log_likelihood(self, x, *, pointwise_draws: bool = False, num_samples: Optional[int] = None,
+                       labels=None, seed: int = 0) -> np.ndarray:
         """Per-example log p(x), exact for families with a closed-form marginal likelihood.
 
         For a posterior (MCMC or a Bayesian guide) it is the posterior predictive density
         log (1/S) Σ_s p(x | θ_s). With ``pointwise_draws=True`` it returns the (S, N) matrix
         of log p(x_n | θ_s) instead.
+
+        For families with per-example latents and no closed form (VAE, CVAE, HVAE) it is the
+        importance-sampled estimate log (1/K) Σ_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x), with
+        K = ``num_samples`` (default 1000) encoder draws per example; ``labels`` are a
+        conditional model's labels.
         """
         x = self.model.check_data(x, "x")
+        if getattr(self.model, "estimated_likelihood", False):
+            ll = self.model.log_likelihood(self.backend, self.params, x, num_samples=num_samples or 1000,
+                                           seed=seed, labels=labels)
+            return ll[None] if pointwise_draws else ll
+        if num_samples is not None or labels is not None:
+            raise ConfigError(f"{type(self.model).__name__}'s log-likelihood is computed without sampling and "
+                              f"without labels; drop num_samples= and labels=")
         if self.model.family == "program":
             from ppgen.backends import get_backend
 
@@ -394,13 +429,22 @@ class Fit:
         data); lower is better. Point-estimate fits only."""
         return self._information_criterion(x, lambda n: 2.0)
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` new examples as a numpy array shaped like the training data (n, *shape)."""
+    def sample(self, n: int, seed: int = 0, *, labels=None) -> np.ndarray:
+        """``n`` new examples as a numpy array shaped like the training data (n, *shape).
+
+        For a conditional family (CVAE) ``labels`` gives each sample's label; by default they
+        cycle through the classes 0, 1, ..., so that consecutive samples show every class."""
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"sample(n={n!r}) needs a positive integer")
         if self.model.family == "program":
             raise ConfigError("sample() on a user Program is not available; run your model forward "
                               "with numpyro.infer.Predictive or pyro.infer.Predictive")
+        if getattr(self.model, "conditional", False):
+            labels = np.arange(n) % self.model.num_classes if labels is None else labels
+            out = self.model.sample(self.backend, self.params, int(n), seed, labels=labels)
+            return out.reshape((n,) + self.data_shape)
+        if labels is not None:
+            raise ConfigError(f"{type(self.model).__name__} is not conditional; drop labels= (a CVAE takes them)")
         if self.posterior is None:
             out = self.model.sample(self.backend, self.params, int(n), seed)
         else:
@@ -410,20 +454,31 @@ class Fit:
             out = self.model.sample(self.backend, {k: v[pick] for k, v in draws.items()}, 1, seed)
         return out.reshape((n,) + self.data_shape)
 
-    def to_arviz(self, x=None, *, num_predictive: int = 100, seed: int = 0):
+    def to_arviz(self, x=None, *, num_predictive: int = 100, seed: int = 0, labels=None,
+                 max_examples: int = 100):
         """ArviZ InferenceData (arviz 0.x) or DataTree (arviz 1.x) of this fit.
 
         Groups: ``posterior`` (draws, or the point estimate as one draw), ``sample_stats``
         (MCMC), ``log_likelihood`` (per draw and example, site ``x``), ``posterior_predictive``
         (``num_predictive`` draws of a replicated data set) and ``observed_data``.
 
+        For families with amortised per-example latents (VAE, CVAE, HVAE) the posterior is
+        ``num_predictive`` draws of q(z|x) for each row of ``x`` (dims chain, draw, example,
+        latent), the posterior predictive holds reconstructions x ~ p(x|z) for those draws,
+        and the log-likelihood log p(x|z) per draw and example.
+
         Args:
-            x: the observed data to score (default: the training data of this fit).
+            x: the observed data to score (default: the training data of this fit; for the
+                amortised families, its first ``max_examples`` rows).
             num_predictive: posterior draws used for the posterior predictive group (0: no
                 such group).
+            labels: a conditional family's labels for ``x``.
+            max_examples: amortised families: how many training rows when ``x`` is not given.
         """
         from . import arviz as ppaz
 
+        if hasattr(self.model, "posterior_draws"):
+            return self._local_arviz(x, labels, num_predictive or 100, seed, max_examples)
         x = self._train if x is None else self.model.check_data(x, "x")
         if x is None:
             raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
@@ -444,6 +499,53 @@ class Fit:
         return ppaz.build(posterior=posterior, sample_stats=self.sample_stats, log_likelihood={"x": log_lik},
                           posterior_predictive={"x": predictive} if predictive is not None else None,
                           observed_data={"x": x}, model_name=self.model.name)
+
+    def _local_arviz(self, x, labels, num_draws: int, seed: int, max_examples: int):
+        from . import arviz as ppaz
+
+        if x is None:
+            if self._train is None:
+                raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
+            x = self._train[:max_examples]
+            if labels is None and self._train_labels is not None:
+                labels = self._train_labels[:max_examples]
+        x = self.model.check_data(x, "x")
+        draws = self.model.posterior_draws(self.backend, self.params, x, num_draws, seed, labels=labels)
+        posterior = {k: v[None] for k, v in draws["latents"].items()}
+        dims = {k: ["example", "latent"] for k in posterior}
+        return ppaz.build(posterior=posterior, log_likelihood={"x": draws["log_likelihood"][None]},
+                          posterior_predictive={"x": draws["x"][None]}, observed_data={"x": x},
+                          model_name=self.model.name, dims=dims)
+
+    def _family_method(self, name: str, what: str):
+        if not hasattr(self.model, name):
+            raise ConfigError(f"{type(self.model).__name__} has no encoder/decoder; {what} is for the VAE-like "
+                              f"families (vae, cvae, hvae)")
+        return getattr(self.model, name)
+
+    def encode(self, x, *, labels=None) -> tuple:
+        """Mean and standard deviation of q(z|x) (the first latent layer) per row: two (N, K) arrays."""
+        return self._family_method("encode", "encode")(self.backend, self.params, x, labels=labels)
+
+    def decode(self, z, *, labels=None, mean: bool = True, seed: int = 0) -> np.ndarray:
+        """The decoder's expected x given latents ``z`` (N, K), or a draw (``mean=False``),
+        shaped like the data."""
+        out = self._family_method("decode", "decode")(self.backend, self.params, z, labels=labels, seed=seed,
+                                                      mean=mean)
+        return out.reshape((-1,) + self.data_shape)
+
+    def reconstruct(self, x, *, labels=None, mean: bool = True, seed: int = 0) -> np.ndarray:
+        """Reconstructions of ``x``: z ~ q(z|x), then the decoder's expected x (or a draw with
+        ``mean=False``), shaped like the data."""
+        out = self._family_method("reconstruct", "reconstruct")(self.backend, self.params, x, labels=labels,
+                                                                seed=seed, mean=mean)
+        return out.reshape((-1,) + self.data_shape)
+
+    def elbo(self, x, *, num_samples: int = 10, labels=None, seed: int = 0) -> np.ndarray:
+        """The evidence lower bound per example on any split, a Monte Carlo mean over
+        ``num_samples`` encoder draws; shape (N,)."""
+        return self._family_method("elbo", "elbo")(self.backend, self.params, x, num_samples=num_samples, seed=seed,
+                                                   labels=labels)
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path) -> Path:
@@ -485,7 +587,7 @@ def load(path, *, model=None) -> Fit:
     spec = resolve_model(family, **config["model"]["options"])
     alg = resolve_inference(config["inference"]["name"], **{
         k: v for k, v in config["inference"]["options"].items() if not (k == "elbo" and v not in (
-            "trace", "meanfield", "renyi", "enum"))})
+            "trace", "meanfield", "iwae", "renyi", "enum"))})
     arrays = ckpt.read_arrays(path / "fit.safetensors")
     groups: dict = {"params": {}, "posterior": {}, "sample_stats": {}}
     for key, value in arrays.items():

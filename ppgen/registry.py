@@ -14,9 +14,9 @@ _ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "cl
 
 def model_classes() -> dict:
     """Family name -> spec class."""
-    from ppgen.models import GMM, PPCA
+    from ppgen.models import CVAE, GMM, HVAE, PPCA, VAE
 
-    return {cls.family: cls for cls in (PPCA, GMM)}
+    return {cls.family: cls for cls in (PPCA, GMM, VAE, CVAE, HVAE)}
 
 
 def inference_classes() -> dict:
@@ -26,8 +26,9 @@ def inference_classes() -> dict:
     return {cls.name: cls for cls in (ClosedForm, EM, SVI, NUTS, HMC)}
 
 
-def resolve_model(model, data_dim: int | None = None, **options):
-    """A spec from a spec, a Program, or a family name plus options (data_dim from the data)."""
+def resolve_model(model, data_dim: int | None = None, meta: dict | None = None, **options):
+    """A spec from a spec, a Program, or a family name plus options (data_dim from the data, and
+    for a name, options the family reads from the data's ``meta``, e.g. a VAE's likelihood)."""
     if not isinstance(model, str):
         if options:
             raise ConfigError(f"options {sorted(options)} were given with a ready-made model {model!r}; "
@@ -40,6 +41,11 @@ def resolve_model(model, data_dim: int | None = None, **options):
     cls = classes[key]
     if data_dim is not None and "data_dim" not in options:
         options = dict(options, data_dim=data_dim)
+    if meta and hasattr(cls, "options_from_data"):
+        derived = cls.options_from_data(meta)
+        if "likelihood" in options and derived.get("likelihood") != options["likelihood"]:
+            derived = {}  # the user chose another likelihood; the data's levels do not apply
+        options = {**derived, **options}
     return cls.from_options(options)
 
 

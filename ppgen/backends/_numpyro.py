@@ -49,6 +49,21 @@ class _NumPyroPPL:
         """An integer index array."""
         return jnp.asarray(value)
 
+    def network(self, name: str, init: dict) -> dict:
+        """A network's parameters, registered as ``"<name>.<parameter>"`` params."""
+        import numpyro
+
+        return {k: numpyro.param(f"{name}.{k}", v) for k, v in init.items()}
+
+    def one_hot(self, labels, num_classes: int, like):
+        return jax.nn.one_hot(labels, num_classes, dtype=like.dtype)
+
+    def broadcast_to(self, value, shape):
+        return jnp.broadcast_to(value, tuple(shape))
+
+    def as_integer(self, x):
+        return x.astype(jnp.int32)
+
 PPL = _NumPyroPPL()
 
 
@@ -82,6 +97,80 @@ def log_likelihood(model, draws: dict, params: dict, x) -> np.ndarray:
     return np.asarray(total)
 
 
+def _site_terms(trace, sign: float, terms: dict) -> None:
+    for site in trace.values():
+        if site["type"] != "sample":
+            continue
+        lp = site["fn"].log_prob(site["value"])
+        if site.get("mask") is not None:
+            lp = jnp.where(site["mask"], lp, 0.0)
+        scale = 1.0 if site.get("scale") is None else site["scale"]
+        if lp.ndim >= 2:  # (particles, examples, ...): a per-example term
+            terms["local"] = terms["local"] + sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
+            if site["is_observed"]:
+                terms["scale"] = scale
+        else:
+            terms["global"] = terms["global"] + sign * lp * scale
+            terms["global_latent"] = terms["global_latent"] or not site["is_observed"]
+
+
+def log_weights(model, guide, batch: dict, num_particles: int, dim: int, rng_key=None, params=None) -> dict:
+    """NumPyro twin of the pyro backend's ``log_weights`` (``params`` substituted, ``rng_key`` seeds)."""
+    import numpyro
+    from numpyro import handlers
+
+    if params:
+        model, guide = handlers.substitute(model, data=params), handlers.substitute(guide, data=params)
+    guide_key, model_key = jax.random.split(rng_key if rng_key is not None else jax.random.PRNGKey(0))
+    with numpyro.plate("_particles", num_particles, dim=dim):
+        guide_trace = handlers.trace(handlers.seed(guide, guide_key)).get_trace(**batch)
+        model_trace = handlers.trace(handlers.replay(handlers.seed(model, model_key), guide_trace)).get_trace(**batch)
+    terms = {"local": 0.0, "global": 0.0, "scale": 1.0, "global_latent": False}
+    _site_terms(model_trace, 1.0, terms)
+    _site_terms(guide_trace, -1.0, terms)
+    return terms
+
+
+_COMPILED: dict = {}
+
+
+def importance_log_weights(model, guide, params: dict, batch: dict, num_particles: int, dim: int,
+                           seed: int) -> np.ndarray:
+    """``log_weights`` of ``num_particles`` draws with ``params`` (numpy), as float64 numpy
+    (particles, examples); compiled once per program and particle count."""
+    key = (model, guide, num_particles, dim)
+    if key not in _COMPILED:
+        if len(_COMPILED) > 16:
+            _COMPILED.clear()
+
+        def run(params, batch, rng_key):
+            terms = log_weights(model, guide, batch, num_particles, dim, rng_key, params)
+            glob = terms["global"]
+            return terms["local"] + (glob[:, None] if hasattr(glob, "ndim") else glob)
+
+        _COMPILED[key] = jax.jit(run)
+    out = _COMPILED[key]({k: jnp.asarray(v) for k, v in params.items()}, batch, jax.random.PRNGKey(int(seed)))
+    return np.asarray(out, dtype=np.float64)
+
+
+def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=None, dim=-2,
+                    condition=None, **kwargs) -> dict:
+    """Trace ``fn(**kwargs)`` with ``params`` substituted and a seed; return its sample sites."""
+    import numpyro
+    from numpyro import handlers
+
+    run = handlers.substitute(fn, data={k: jnp.asarray(v) for k, v in params.items()})
+    if condition:
+        run = handlers.condition(run, data=condition)
+    run = handlers.seed(run, rng_seed=int(seed))
+    if num_particles:
+        with numpyro.plate("_particles", num_particles, dim=dim):
+            tr = handlers.trace(run).get_trace(**kwargs)
+    else:
+        tr = handlers.trace(run).get_trace(**kwargs)
+    return {name: site for name, site in tr.items() if site["type"] == "sample"}
+
+
 class NumPyroBackend:
     """The numpyro backend: devices, arrays, RNG, tracing and the `ppl` facade."""
 
@@ -90,6 +179,9 @@ class NumPyroBackend:
     trace = staticmethod(trace)
     precise = staticmethod(precise)
     log_likelihood = staticmethod(log_likelihood)
+    log_weights = staticmethod(log_weights)
+    importance_log_weights = staticmethod(importance_log_weights)
+    run_with_params = staticmethod(run_with_params)
     xp = jnp
 
     def setup(self, device: str = "cpu"):

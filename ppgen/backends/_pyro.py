@@ -62,6 +62,21 @@ class _PyroPPL:
         """An integer index array on ``like``'s device."""
         return torch.as_tensor(value, device=getattr(like, "device", None))
 
+    def network(self, name: str, init: dict) -> dict:
+        """A network's parameters, registered as ``"<name>.<parameter>"`` params."""
+        import pyro
+
+        return {k: pyro.param(f"{name}.{k}", v) for k, v in init.items()}
+
+    def one_hot(self, labels, num_classes: int, like):
+        return torch.nn.functional.one_hot(labels.long(), num_classes).to(like.dtype)
+
+    def broadcast_to(self, value, shape):
+        return value.expand(tuple(shape))
+
+    def as_integer(self, x):
+        return x.long()
+
 PPL = _PyroPPL()
 
 
@@ -103,6 +118,92 @@ def log_likelihood(model, draws: dict, params: dict, x) -> np.ndarray:
     return np.stack(rows)
 
 
+def _is_plate_site(site) -> bool:
+    return type(site["fn"]).__name__ == "_Subsample" or site["infer"].get("_deterministic", False)
+
+
+def _site_terms(trace_nodes, sign: float, terms: dict) -> None:
+    """Add each sample site's log-density to ``terms`` (see ``log_weights``)."""
+    for name, site in trace_nodes.items():
+        if site["type"] != "sample" or _is_plate_site(site):
+            continue
+        lp = site["fn"].log_prob(site["value"])
+        if site["mask"] is not None and site["mask"] is not True:
+            lp = lp * site["mask"]
+        latent = not site["is_observed"]
+        if lp.dim() >= 2:  # (particles, examples, ...): a per-example term
+            terms["local"] = terms["local"] + sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
+            if site["is_observed"]:
+                terms["scale"] = site["scale"]
+        else:
+            scale = site["scale"]
+            terms["global"] = terms["global"] + sign * lp * scale
+            terms["global_latent"] = terms["global_latent"] or latent
+
+
+def log_weights(model, guide, batch: dict, num_particles: int, dim: int) -> dict:
+    """Importance log-weights log p(x, z) − log q(z | x) of ``num_particles`` guide draws, drawn
+    at once in a particle plate at ``dim``.
+
+    Returns ``local`` (particles, examples): per-example terms without the minibatch's scale;
+    ``scale``: that scale (N / batch size); ``global`` (particles,): scaled terms of sites
+    outside the data plate; ``global_latent``: whether any such site is a latent. Uses the
+    current param store and torch RNG; differentiable."""
+    import pyro
+    from pyro import poutine
+
+    with pyro.plate("_particles", num_particles, dim=dim):
+        guide_trace = poutine.trace(guide).get_trace(**batch)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
+    terms = {"local": 0.0, "global": 0.0, "scale": 1.0, "global_latent": False}
+    _site_terms(model_trace.nodes, 1.0, terms)
+    _site_terms(guide_trace.nodes, -1.0, terms)
+    return terms
+
+
+def importance_log_weights(model, guide, params: dict, batch: dict, num_particles: int, dim: int,
+                           seed: int) -> np.ndarray:
+    """``log_weights`` of ``num_particles`` draws with ``params`` (numpy), as float64 numpy
+    (particles, examples), without gradients."""
+    device = batch["x"].device
+    with params_in_store(params, device), torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(int(seed))
+        terms = log_weights(model, guide, batch, num_particles, dim)
+    local = terms["local"]
+    glob = terms["global"]
+    out = local.double() + (glob.double()[:, None] if torch.is_tensor(glob) else glob)
+    return out.cpu().numpy()
+
+
+@contextlib.contextmanager
+def params_in_store(params: dict, device="cpu"):
+    """A private param store holding ``params`` (numpy arrays by name) for the body."""
+    import pyro
+
+    with pyro.get_param_store().scope():
+        for name, value in params.items():
+            pyro.param(name, torch.as_tensor(np.asarray(value), device=device))
+        yield
+
+
+def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=None, dim=-2,
+                    condition=None, **kwargs) -> dict:
+    """Trace ``fn(**kwargs)`` with ``params`` (numpy, by name) as its parameters, seeded; return
+    its sample sites. ``condition`` fixes latent values; ``num_particles`` draws in a plate."""
+    import pyro
+    from pyro import poutine
+
+    with params_in_store(params, device), torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(int(seed))
+        run = poutine.condition(fn, condition) if condition else fn
+        if num_particles:
+            with pyro.plate("_particles", num_particles, dim=dim):
+                tr = poutine.trace(run).get_trace(**kwargs)
+        else:
+            tr = poutine.trace(run).get_trace(**kwargs)
+    return {name: site for name, site in tr.nodes.items() if site["type"] == "sample" and not _is_plate_site(site)}
+
+
 class PyroBackend:
     """The pyro backend: devices, arrays, RNG, tracing and the `ppl` facade."""
 
@@ -111,6 +212,9 @@ class PyroBackend:
     trace = staticmethod(trace)
     precise = staticmethod(precise)
     log_likelihood = staticmethod(log_likelihood)
+    log_weights = staticmethod(log_weights)
+    importance_log_weights = staticmethod(importance_log_weights)
+    run_with_params = staticmethod(run_with_params)
     xp = torch
 
     def setup(self, device: str = "cpu") -> torch.device:

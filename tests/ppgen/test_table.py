@@ -20,7 +20,12 @@ TINY = {
 }
 #: a small instance of each family, for data of dimension 6
 EXAMPLES = {"ppca": lambda: model_classes()["ppca"](data_dim=6, latent_dim=2),
-            "gmm": lambda: model_classes()["gmm"](data_dim=6, num_components=2, covariance="diag")}
+            "gmm": lambda: model_classes()["gmm"](data_dim=6, num_components=2, covariance="diag"),
+            "vae": lambda: model_classes()["vae"](data_dim=6, latent_dim=2, hidden_dims=(16,), likelihood="gaussian"),
+            "cvae": lambda: model_classes()["cvae"](data_dim=6, latent_dim=2, hidden_dims=(16,), num_classes=3,
+                                                    likelihood="gaussian"),
+            "hvae": lambda: model_classes()["hvae"](data_dim=6, latent_dims=(2, 2), hidden_dims=(16,),
+                                                    likelihood="gaussian")}
 
 PAIRS = [(family, name, backend) for family, name, _ in support_table() if family in model_classes()
          for backend in BACKENDS]
@@ -37,7 +42,8 @@ def data():
     rng = np.random.default_rng(0)
     W = rng.normal(0, 0.5, (6, 2))
     draw = lambda n: (rng.normal(size=(n, 2)) @ W.T + 0.3 * rng.normal(size=(n, 6))).astype(np.float32)  # noqa: E731
-    return datasets.from_arrays(draw(200), val=draw(50), test=draw(50))
+    labels = tuple(rng.integers(0, 3, n) for n in (200, 50, 50))  # for the conditional families
+    return datasets.from_arrays(draw(200), val=draw(50), test=draw(50), labels=labels)
 
 
 @pytest.mark.parametrize("family,name,backend", PAIRS)
@@ -52,9 +58,10 @@ def test_pair(family, name, backend, data, tmp_path):
         assert np.mean([h["loss"] for h in fit.history[-10:]]) < np.mean([h["loss"] for h in fit.history[:10]])
     if "log_likelihood" in fit.history[0] and len(fit.history) > 1:
         assert fit.history[-1]["log_likelihood"] > fit.history[0]["log_likelihood"]
-    ll = fit.log_likelihood(data.test)
+    extra = {"labels": data.labels.test} if getattr(spec, "conditional", False) else {}
+    ll = fit.log_likelihood(data.test, **extra)
     assert ll.shape == (50,) and np.all(np.isfinite(ll))
     back = ppgen.load(tmp_path / "run")
-    np.testing.assert_allclose(back.log_likelihood(data.test), ll, rtol=1e-6)
+    np.testing.assert_allclose(back.log_likelihood(data.test, **extra), ll, rtol=1e-6)
     assert back.sample(7, seed=3).shape == (7, 6)
     np.testing.assert_array_equal(back.sample(7, seed=3), fit.sample(7, seed=3))

@@ -1,0 +1,32 @@
+"""Networks of the deep families (VAE, CVAE, hierarchical VAE, ...), written once for both backends.
+
+A network here is a *description* — its layer sizes — with three things:
+
+- ``shapes()``: the name and shape of every parameter (PyTorch's layout: a linear layer's
+  ``weight`` is (out, in), a convolution's is (out, in, kh, kw));
+- ``init(seed)``: numpy initial values with PyTorch's default scheme (uniform in
+  ±1/sqrt(fan_in)), so the same spec and seed start both backends at the same weights;
+- ``apply(ops, params, x)``: the forward pass over a dict of named arrays, where ``ops`` is
+  :data:`TORCH_OPS` or :data:`JAX_OPS` (``ops_for(backend)``).
+
+A program registers each parameter with ``ppl.param("<network>.<name>", value)`` (see
+``ppl.network``), so a fit's parameters carry the same names, shapes and meaning in Pyro and
+NumPyro: one backend's weights run unchanged in the other. Inputs may carry any number of
+leading dimensions (Monte Carlo particles, posterior draws): the last one (MLP) or the last
+three (images, channels first) are the features.
+
+Example:
+    >>> net = MLP(64, (256, 256), 32)
+    >>> params = net.init(seed=0)
+    >>> import torch
+    >>> out = net.apply(ops_for("pyro"), {k: torch.as_tensor(v) for k, v in params.items()},
+    ...                 torch.zeros(10, 64))
+    >>> tuple(out.shape)
+    (10, 32)
+"""
+
+from ._layers import (ACTIVATIONS, IMAGE_SIZES, ConvDecoder, ConvEncoder, MLP, Network, image_layout,
+                      ops_for)
+
+__all__ = ["Network", "MLP", "ConvEncoder", "ConvDecoder", "ACTIVATIONS", "IMAGE_SIZES", "ops_for",
+           "image_layout"]

@@ -1,0 +1,268 @@
+"""Layer descriptions and the two array backends they run on (see the package docstring)."""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+
+from ppgen.errors import ConfigError
+
+ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu", "silu", "tanh", "softplus")
+#: image sides the convolutional networks take: two stride-2 stages need sides divisible by 4
+IMAGE_SIZES = "height and width divisible by 4 (e.g. 28×28 MNIST, 32×32 CIFAR-10)"
+
+
+class _TorchOps:
+    """Forward-pass primitives in PyTorch (inputs channels-first)."""
+
+    name = "torch"
+
+    def __init__(self):
+        import torch
+        import torch.nn.functional as F
+
+        self.xp, self.F = torch, F
+
+    def linear(self, x, w, b):
+        return self.F.linear(x, w, b)
+
+    def conv2d(self, x, w, b, stride: int):
+        return self.F.conv2d(x, w, b, stride=stride, padding=w.shape[-1] // 2)
+
+    def upsample2(self, x):
+        return self.F.interpolate(x, scale_factor=2, mode="nearest")
+
+    def activation(self, name: str, x):
+        F = self.F
+        if name == "leaky_relu":
+            return F.leaky_relu(x, 0.2)
+        return {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "silu": F.silu, "tanh": self.xp.tanh,
+                "softplus": F.softplus}[name](x)
+
+    def reshape(self, x, shape):
+        return x.reshape(shape)
+
+    def transpose(self, x, axes):
+        return x.permute(*axes)
+
+    def concat(self, parts):
+        return self.xp.cat(parts, dim=-1)
+
+
+class _JaxOps:
+    """Forward-pass primitives in JAX with PyTorch's conventions (NCHW, OIHW, same padding)."""
+
+    name = "jax"
+
+    def __init__(self):
+        import jax
+        import jax.numpy as jnp
+
+        self.jax, self.xp = jax, jnp
+
+    def linear(self, x, w, b):
+        return x @ w.T + b
+
+    def conv2d(self, x, w, b, stride: int):
+        pad = w.shape[-1] // 2
+        out = self.jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
+                                                dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return out + b[:, None, None]
+
+    def upsample2(self, x):
+        return self.xp.repeat(self.xp.repeat(x, 2, axis=-2), 2, axis=-1)
+
+    def activation(self, name: str, x):
+        nn = self.jax.nn
+        if name == "leaky_relu":
+            return nn.leaky_relu(x, 0.2)
+        if name == "gelu":
+            return nn.gelu(x, approximate=False)  # PyTorch's default (erf) form
+        return {"relu": nn.relu, "elu": nn.elu, "silu": nn.silu, "tanh": self.xp.tanh,
+                "softplus": nn.softplus}[name](x)
+
+    def reshape(self, x, shape):
+        return x.reshape(shape)
+
+    def transpose(self, x, axes):
+        return x.transpose(axes)
+
+    def concat(self, parts):
+        return self.xp.concatenate(parts, axis=-1)
+
+
+_OPS: dict = {}
+
+
+def ops_for(backend: str):
+    """The forward-pass primitives of ``backend`` ("pyro" → PyTorch, "numpyro" → JAX)."""
+    key = {"pyro": "torch", "torch": "torch", "numpyro": "jax", "jax": "jax"}.get(backend)
+    if key is None:
+        raise ConfigError(f"no network operations for backend {backend!r}; use 'pyro' or 'numpyro'")
+    if key not in _OPS:
+        _OPS[key] = _TorchOps() if key == "torch" else _JaxOps()
+    return _OPS[key]
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        from ppgen.config import suggest
+
+        raise ConfigError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}."
+                          f"{suggest(activation, ACTIVATIONS)}")
+
+
+class Network:
+    """Base of network descriptions: named parameter shapes, a numpy initialiser, a forward pass."""
+
+    def shapes(self) -> dict:
+        raise NotImplementedError
+
+    def init(self, seed: int) -> dict:
+        """Initial parameters (float32 numpy) with PyTorch's default scheme: weights and biases
+        uniform in ±1/sqrt(fan_in), where fan_in counts a weight's inputs (times its kernel)."""
+        rng = np.random.default_rng(seed)
+        out = {}
+        for name, shape in self.shapes().items():
+            layer = name.rsplit(".", 1)[0]
+            fan_in = int(np.prod(self.shapes()[f"{layer}.weight"][1:]))
+            bound = 1.0 / math.sqrt(fan_in)
+            out[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+        return out
+
+    def num_parameters(self) -> int:
+        return int(sum(np.prod(s) for s in self.shapes().values()))
+
+    def apply(self, ops, params: dict, x, extra=None):
+        raise NotImplementedError
+
+
+class MLP(Network):
+    """A multilayer perceptron: ``in_dim → hidden_dims... → out_dim`` with ``activation``
+    between layers (none after the last).
+
+    Parameters ``"{i}.weight"`` (out, in) and ``"{i}.bias"`` for layer i."""
+
+    def __init__(self, in_dim: int, hidden_dims: tuple, out_dim: int, activation: str = "relu"):
+        _check_activation(activation)
+        self.sizes = (int(in_dim), *map(int, hidden_dims), int(out_dim))
+        if min(self.sizes) < 1:
+            raise ConfigError(f"MLP layer sizes must be positive; got {self.sizes}")
+        self.activation = activation
+
+    def shapes(self) -> dict:
+        out = {}
+        for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            out[f"{i}.weight"] = (b, a)
+            out[f"{i}.bias"] = (b,)
+        return out
+
+    def apply(self, ops, params: dict, x, extra=None):
+        h = x if extra is None else ops.concat([x, extra])
+        last = len(self.sizes) - 2
+        for i in range(last + 1):
+            h = ops.linear(h, params[f"{i}.weight"], params[f"{i}.bias"])
+            if i < last:
+                h = ops.activation(self.activation, h)
+        return h
+
+
+def image_layout(data_dim: int, image_shape) -> tuple:
+    """(height, width, channels) of flattened images of ``data_dim`` values; raise ConfigError
+    unless the shape multiplies out to ``data_dim`` and both sides are divisible by 4."""
+    if image_shape is None:
+        side = int(round(math.sqrt(data_dim)))
+        if side * side != data_dim:
+            raise ConfigError(f"network='conv' needs image_shape=(height, width[, channels]) for data of "
+                              f"{data_dim} values (not a square grey image)")
+        image_shape = (side, side)
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"image_shape={tuple(image_shape)} must be (height, width) or (height, width, channels)")
+    if int(np.prod(shape)) != data_dim:
+        raise ConfigError(f"image_shape={tuple(image_shape)} holds {int(np.prod(shape))} values but the data "
+                          f"have {data_dim} per example; give the images' own shape")
+    if shape[0] % 4 or shape[1] % 4:
+        raise ConfigError(f"the convolutional networks take images with {IMAGE_SIZES}; got "
+                          f"{shape[0]}×{shape[1]}. Use network='mlp' for other sizes")
+    return shape
+
+
+class ConvEncoder(Network):
+    """Two stride-2 3×3 convolutions, then a linear layer: images (…, H·W·C) → (…, out_dim).
+
+    The input is flattened channels-last (the data's own layout, ``x.reshape(N, -1)`` of
+    (N, H, W, C) or (N, H, W) images); ``extra`` features (e.g. a one-hot label) join the
+    flattened convolutional features before the linear layer."""
+
+    def __init__(self, image_shape: tuple, out_dim: int, channels: tuple = (32, 64), extra_dim: int = 0,
+                 hidden_dim: int = 256, activation: str = "relu"):
+        _check_activation(activation)
+        self.height, self.width, self.in_channels = image_shape
+        self.channels = tuple(int(c) for c in channels)
+        if len(self.channels) != 2 or min(self.channels) < 1:
+            raise ConfigError(f"conv channels must be two positive numbers; got {channels}")
+        self.out_dim, self.extra_dim, self.hidden_dim = int(out_dim), int(extra_dim), int(hidden_dim)
+        self.activation = activation
+
+    def shapes(self) -> dict:
+        c1, c2 = self.channels
+        flat = c2 * (self.height // 4) * (self.width // 4)
+        return {"conv0.weight": (c1, self.in_channels, 3, 3), "conv0.bias": (c1,),
+                "conv1.weight": (c2, c1, 3, 3), "conv1.bias": (c2,),
+                "hidden.weight": (self.hidden_dim, flat + self.extra_dim), "hidden.bias": (self.hidden_dim,),
+                "out.weight": (self.out_dim, self.hidden_dim), "out.bias": (self.out_dim,)}
+
+    def apply(self, ops, params: dict, x, extra=None):
+        lead = tuple(x.shape[:-1])
+        h = ops.reshape(x, (-1, self.height, self.width, self.in_channels))
+        h = ops.transpose(h, (0, 3, 1, 2))
+        for i in range(2):
+            h = ops.activation(self.activation, ops.conv2d(h, params[f"conv{i}.weight"], params[f"conv{i}.bias"], 2))
+        h = ops.reshape(h, lead + (-1,))
+        if extra is not None:
+            h = ops.concat([h, extra])
+        h = ops.activation(self.activation, ops.linear(h, params["hidden.weight"], params["hidden.bias"]))
+        return ops.linear(h, params["out.weight"], params["out.bias"])
+
+
+class ConvDecoder(Network):
+    """A linear layer to a (C₂, H/4, W/4) grid, then two (2× nearest upsampling, 3×3
+    convolution) stages: (…, in_dim) → (…, H·W·C, values_per_pixel), in the data's
+    channels-last order (the last axis is dropped when ``values_per_pixel`` is 1)."""
+
+    def __init__(self, image_shape: tuple, in_dim: int, values_per_pixel: int = 1, channels: tuple = (32, 64),
+                 hidden_dim: int = 256, activation: str = "relu"):
+        _check_activation(activation)
+        self.height, self.width, self.out_channels = image_shape
+        self.channels = tuple(int(c) for c in channels)
+        self.in_dim, self.values, self.hidden_dim = int(in_dim), int(values_per_pixel), int(hidden_dim)
+        self.activation = activation
+
+    def shapes(self) -> dict:
+        c1, c2 = self.channels
+        flat = c2 * (self.height // 4) * (self.width // 4)
+        return {"hidden.weight": (self.hidden_dim, self.in_dim), "hidden.bias": (self.hidden_dim,),
+                "grid.weight": (flat, self.hidden_dim), "grid.bias": (flat,),
+                "conv0.weight": (c1, c2, 3, 3), "conv0.bias": (c1,),
+                "conv1.weight": (self.out_channels * self.values, c1, 3, 3),
+                "conv1.bias": (self.out_channels * self.values,)}
+
+    def apply(self, ops, params: dict, z, extra=None):
+        c1, c2 = self.channels
+        lead = tuple(z.shape[:-1])
+        h = z if extra is None else ops.concat([z, extra])
+        h = ops.activation(self.activation, ops.linear(h, params["hidden.weight"], params["hidden.bias"]))
+        h = ops.activation(self.activation, ops.linear(h, params["grid.weight"], params["grid.bias"]))
+        h = ops.reshape(h, (-1, c2, self.height // 4, self.width // 4))
+        h = ops.activation(self.activation, ops.conv2d(ops.upsample2(h), params["conv0.weight"],
+                                                       params["conv0.bias"], 1))
+        h = ops.conv2d(ops.upsample2(h), params["conv1.weight"], params["conv1.bias"], 1)
+        C, L = self.out_channels, self.values
+        h = ops.reshape(h, (-1, C, L, self.height, self.width))
+        h = ops.transpose(h, (0, 3, 4, 1, 2))                      # (n, H, W, C, L)
+        shape = lead + ((self.height * self.width * C,) if L == 1 else (self.height * self.width * C, L))
+        return ops.reshape(h, shape)
+
