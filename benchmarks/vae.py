@@ -154,7 +154,8 @@ def main(argv=None):
     print(f"VAE {spec.hidden_dims} latent {spec.latent_dim}, digits train {x.shape}, batch {args.batch} "
           f"({steps} steps per epoch), epochs {short} vs {long}, median of {args.repeats}")
     rows = [
-        ("ppgen pyro", per_epoch(lambda e: ppgen_seconds(spec, data, "pyro", e, args.batch), short, long, args.repeats)),
+        ("ppgen pyro", per_epoch(lambda e: ppgen_seconds(spec, data, "pyro", e, args.batch), short, long,
+                                 args.repeats)),
         ("plain PyTorch", per_epoch(lambda e: torch_seconds(spec, x, e, args.batch), short, long, args.repeats)),
         ("ppgen numpyro", per_epoch(lambda e: ppgen_seconds(spec, data, "numpyro", e, args.batch), short, long,
                                     args.repeats)),

@@ -114,8 +114,8 @@ def _pair_coords(posterior, names, limit: int = 4) -> dict:
 
 
 def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
-    """Trace, posterior, pair and (for several chains) rank plots of ``var_names`` as PNG files
-    in ``folder``.
+    """Trace, posterior, pair, (for several chains) rank and (with a posterior predictive group)
+    posterior predictive plots of ``var_names`` as PNG files in ``folder``.
 
     Uses ``plot_trace``/``plot_posterior``/``plot_pair``/``plot_rank`` on arviz 0.x and
     ``plot_trace``/``plot_dist``/``plot_pair``/``plot_rank`` on arviz 1.x; a plot ArviZ cannot
@@ -144,6 +144,9 @@ def save_plots(data, folder, var_names=None, max_vars: int = 6) -> list[Path]:
                  "posterior": lambda: az.plot_posterior(data, var_names=names[:2]),
                  "pair": lambda: az.plot_pair(data, var_names=pair_names, coords=pair_coords, kind="kde"),
                  "rank": lambda: az.plot_rank(data, var_names=names)}
+    groups = data.children if new_api else data.groups()
+    if "posterior_predictive" in groups and "observed_data" in groups:
+        plots["ppc"] = (lambda: az.plot_ppc_dist(data)) if new_api else (lambda: az.plot_ppc(data, num_pp_samples=50))
     if posterior.sizes.get("chain", 1) < 2 or posterior.sizes.get("draw", 1) < 2:
         plots.pop("rank")  # ranks compare chains; a single chain or draw has none to compare
     out = []

@@ -44,6 +44,8 @@ SAMPLE_COUNT = 64
 DEMO_LATENT_DIM = 8
 DEMO_DRAWS = 300
 DEMO_QUICK_DRAWS = 50
+DEMO_VAE_EPOCHS = 300
+DEMO_QUICK_VAE_EPOCHS = 3
 
 
 # ======================================================================================
@@ -295,6 +297,9 @@ def _fit_parser(model_cls=None, inference_cls=None, add_help: bool = True):
                        help="run folder (default: runs/<model>-<inference>-<backend>)")
     group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="show a progress bar on stderr (default: when stderr is a terminal)")
+    group.add_argument("--eval-samples", metavar="INT", type=int, default=None,
+                       help="importance samples per example for the log-likelihood of the VAE-like "
+                            "families (default: 1000)")
     used = {s for action in parser._actions for s in action.option_strings}
     fields: list = []
     if model_cls is not None:
@@ -395,12 +400,20 @@ class _Scored:
         return self.values
 
 
-def _split_metrics(fit, x) -> dict:
-    """Mean log-likelihood per example (nats), its standard error, bits per dimension, count."""
+def _split_metrics(fit, x, labels=None, num_samples=None) -> dict:
+    """Mean log-likelihood per example (nats), its standard error, bits per dimension, count.
+
+    For the amortised families the log-likelihood is importance-sampled with ``num_samples``
+    (default 1000) encoder draws; a conditional family scores with the split's ``labels``."""
     from .metrics import bits_per_dim
 
     x = np.asarray(x)
-    values = np.asarray(fit.log_likelihood(x), dtype=np.float64)
+    kwargs: dict = {}
+    if getattr(fit.model, "estimated_likelihood", False):
+        kwargs["num_samples"] = num_samples or 1000
+    if getattr(fit.model, "conditional", False):
+        kwargs["labels"] = labels
+    values = np.asarray(fit.log_likelihood(x, **kwargs), dtype=np.float64)
     n = int(values.shape[0])
     se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return {"log_likelihood": float(values.mean()), "log_likelihood_se": se,
@@ -446,24 +459,74 @@ def _has_curves(history) -> bool:
                                     for r in history)
 
 
+def _sample_count(fit) -> int:
+    """How many samples a grid shows: for a conditional model, a square of its classes (one
+    class per column), else SAMPLE_COUNT."""
+    classes = getattr(fit.model, "num_classes", None) if getattr(fit.model, "conditional", False) else None
+    return classes * classes if classes and classes <= 12 else SAMPLE_COUNT
+
+
+def _split_labels(dataset, split: str):
+    return getattr(dataset.labels, split) if dataset.labels is not None else None
+
+
 def _after_fit(fit, dataset, run_dir: Path, seconds: float, seed: int,
-               splits=("train", "val", "test")) -> tuple:
-    """samples.png/.npy, curves.png and metrics.json in ``run_dir``; returns (metrics, files)."""
+               splits=("train", "val", "test"), num_samples=None) -> tuple:
+    """samples.png/.npy, curves.png, metrics.json (and for the VAE-like families,
+    reconstructions and latent figures) in ``run_dir``; returns (metrics, files)."""
     from . import plots
     from .checkpoint import write_json
 
-    png, npy = _write_samples(fit, run_dir / "samples.png", SAMPLE_COUNT, seed, reference=dataset.train)
+    png, npy = _write_samples(fit, run_dir / "samples.png", _sample_count(fit), seed, reference=dataset.train)
     files = [p for p in (png, npy) if p is not None]
     if _has_curves(fit.history):
         files.append(plots.curves(fit.history, run_dir / "curves.png"))
+    if hasattr(fit.model, "reconstruct"):
+        files += _latent_figures(fit, dataset, run_dir, seed)
     metrics: dict = {"fit_seconds": seconds, "data": _data_label(dataset.meta)}
     for split in splits:
         x = getattr(dataset, split)
         if x is not None:
-            metrics[split] = _split_metrics(fit, x)
+            metrics[split] = _split_metrics(fit, x, _split_labels(dataset, split), num_samples)
     write_json(run_dir / "metrics.json", metrics)
     files.append(run_dir / "metrics.json")
     return metrics, files
+
+
+def _latent_figures(fit, dataset, run_dir: Path, seed: int) -> list:
+    """Figures of a VAE-like fit: reconstructions of held-out images, latent traversals, and
+    for a 2-D latent the latent map (decoded grid and encoded points coloured by label)."""
+    from . import plots
+
+    meta = fit.config.get("data", {}) or {}
+    shape = tuple(meta.get("shape") or ())
+    if len(shape) not in (2, 3):
+        return []
+    split = "test" if dataset.test is not None else "train"
+    x, labels = getattr(dataset, split)[:16], _split_labels(dataset, split)
+    labels = labels[:16] if labels is not None else None
+    cond = {"labels": labels} if getattr(fit.model, "conditional", False) else {}
+    files = [plots.image_rows([x, fit.reconstruct(x, seed=seed, **cond)], run_dir / "reconstructions.png",
+                              shape, row_names=["data", "reconstruction"], title=f"{_title(fit)}: reconstructions")]
+    size = fit.model._first_latent_dim
+    steps = np.linspace(-2.5, 2.5, 9)
+    rows = []
+    for dim in range(min(size, 8)):
+        z = np.zeros((len(steps), size))
+        z[:, dim] = steps
+        extra = {"labels": np.zeros(len(steps), np.int64)} if cond else {}
+        rows.append(fit.decode(z, **extra))
+    files.append(plots.image_rows(rows, run_dir / "traversals.png", shape,
+                                  row_names=[f"z[{d}]" for d in range(len(rows))],
+                                  title=f"{_title(fit)}: latent traversals, -2.5 to 2.5"))
+    if size == 2 and not cond:
+        grid = np.stack(np.meshgrid(np.linspace(-2.5, 2.5, 12), np.linspace(2.5, -2.5, 12)), -1).reshape(-1, 2)
+        decoded = fit.decode(grid)
+        x_all = getattr(dataset, split)
+        points = fit.encode(x_all)[0]
+        files.append(plots.latent_map(points, _split_labels(dataset, split), decoded.reshape((12, 12) + shape),
+                                      run_dir / "latent_map.png", title=f"{_title(fit)}: latent space"))
+    return files
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -509,7 +572,7 @@ def _cmd_fit(argv: list) -> int:
     model_options, inference_options = _given_options(fields, values)
 
     dataset = _load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
-    spec = resolve_model(model_cls.family, data_dim=dataset.data_dim, **model_options)
+    spec = resolve_model(model_cls.family, data_dim=dataset.data_dim, meta=dataset.meta, **model_options)
     alg = resolve_inference(inference_cls.name, **inference_options)
     out = Path(args.out) if args.out else Path("runs") / f"{spec.family}-{alg.name}-{args.backend}"
     print(f"ppgen fit: {type(spec).__name__} on {_data_label(dataset.meta)} by {alg.title} "
@@ -518,7 +581,7 @@ def _cmd_fit(argv: list) -> int:
     fit = ppgen.fit(spec, dataset, alg, backend=args.backend, device=args.device, seed=args.seed,
                     run_dir=out, progress=args.progress)
     seconds = time.perf_counter() - start
-    metrics, files = _after_fit(fit, dataset, out, seconds, args.seed)
+    metrics, files = _after_fit(fit, dataset, out, seconds, args.seed, num_samples=args.eval_samples)
     print(f"run folder: {out}")
     for split in ("train", "val", "test"):
         if split in metrics:
@@ -684,13 +747,16 @@ def _cmd_evaluate(argv: list) -> int:
                     "RUN/metrics.json.")
     parser.add_argument("run", metavar="RUN", help="the run folder")
     parser.add_argument("--split", choices=["test", "val", "train"], default="test", help="(default: test)")
+    parser.add_argument("--eval-samples", metavar="INT", type=int, default=None,
+                        help="importance samples per example for the VAE-like families (default: 1000)")
     _add_data_options(parser, reload_note=True)
     args = parser.parse_args(argv)
     run = Path(args.run)
     fit = ppgen.load(run)
     dataset = _data_for_run(args, fit, run)
     x = dataset.split(args.split)
-    result = dict(_split_metrics(fit, x), data=_data_label(dataset.meta))
+    result = dict(_split_metrics(fit, x, _split_labels(dataset, args.split), args.eval_samples),
+                  data=_data_label(dataset.meta))
     path = run / "metrics.json"
     metrics = read_json(path) if path.exists() else {}
     if not isinstance(metrics, dict):
@@ -718,18 +784,30 @@ def _default_vars(available: dict) -> list:
     return by_size[:2]
 
 
-def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100) -> tuple:
+INSPECT_EXAMPLES = 4  # examples whose q(z|x) draws a VAE-like fit's inspect shows
+
+
+def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100, labels=None) -> tuple:
     """ArviZ summary table, plots and summary.csv of ``fit``; returns (table, plot paths, names)."""
     from . import arviz as ppaz
     from .checkpoint import atomic_write_bytes
 
-    available = fit.posterior if fit.posterior is not None else {k: np.asarray(v)[None, None]
-                                                               for k, v in fit.params.items()}
-    names = list(var_names) if var_names else _default_vars(available)
+    if hasattr(fit.model, "posterior_draws"):  # amortised latents: q(z|x) for a few examples
+        x = np.asarray(x)[:INSPECT_EXAMPLES]
+        labels = None if labels is None else np.asarray(labels)[:INSPECT_EXAMPLES]
+        idata = fit.to_arviz(x=x, labels=labels, num_predictive=num_predictive)
+        available = {name: None for name in idata.posterior.data_vars}
+        names = list(var_names) if var_names else [fit.model.latent_site]
+    else:
+        available = fit.posterior if fit.posterior is not None else {k: np.asarray(v)[None, None]
+                                                                   for k, v in fit.params.items()}
+        names = list(var_names) if var_names else _default_vars(available)
+        idata = None
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ConfigError(f"this fit has no variable {unknown[0]!r}; it has {sorted(available)}")
-    idata = fit.to_arviz(x=x, num_predictive=num_predictive)
+    if idata is None:
+        idata = fit.to_arviz(x=x, num_predictive=num_predictive)
     table = ppaz.summary(idata, var_names=names)
     paths = ppaz.save_plots(idata, folder, names)
     if hasattr(fit.model, "covariances") and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
@@ -775,8 +853,10 @@ def _cmd_inspect(argv: list) -> int:
     run = Path(args.run)
     fit = ppgen.load(run)
     dataset = _data_for_run(args, fit, run)
-    table, paths, _ = _inspect(fit, dataset.train, run / "plots", args.vars)
-    if fit.posterior is None:
+    table, paths, _ = _inspect(fit, dataset.train, run / "plots", args.vars, labels=_split_labels(dataset, "train"))
+    if hasattr(fit.model, "posterior_draws"):
+        print(f"q(z|x) for the first {INSPECT_EXAMPLES} training examples ({_title(fit)})")
+    elif fit.posterior is None:
         print(f"note: {fit.inference.title} gives a point estimate, shown as a single draw: sd, ESS "
               f"and R-hat are undefined. Fit with NUTS or HMC for a posterior.")
     else:
@@ -828,6 +908,36 @@ def _truthy(value) -> bool:
     return str(value or "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _demo_vae(run_dir: Path, quick: bool, seed: int, stages) -> dict:
+    """The demo's VAE stage: a VAE on the 17-level digits by SVI (Pyro backend), with early
+    stopping on the validation ELBO; sample and reconstruction grids; test NLL by importance sampling."""
+    import ppgen
+
+    from . import datasets
+    from .inference import SVI
+    from .models import VAE
+
+    data = datasets.load("digits", view="categorical")
+    spec = VAE(data.data_dim, latent_dim=16, hidden_dims=(256, 256), activation="elu", likelihood="categorical",
+               num_levels=17)
+    epochs, samples = (DEMO_QUICK_VAE_EPOCHS, 50) if quick else (DEMO_VAE_EPOCHS, 1000)
+    steps = math.ceil(data.train.shape[0] / 100)
+    stages.start(f"fit {type(spec).__name__}(latent_dim=16, hidden (256, 256)) to digits (categorical) by "
+                 f"SVI(meanfield), up to {epochs} epochs with early stopping, pyro")
+    fit = ppgen.fit(spec, data, SVI(elbo="meanfield", epochs=epochs, batch_size=100, lr=1e-3), backend="pyro",
+                    seed=seed, run_dir=run_dir, progress=False,
+                    early_stopping=ppgen.EarlyStopping(every=steps, patience=40))
+    seconds = stages.end(f"{fit.history[-1]['epoch'] + 1} epochs; run folder {run_dir}")
+    stages.start(f"samples, reconstructions, traversals; test NLL by importance sampling ({samples} samples)")
+    metrics, files = _after_fit(fit, data, run_dir, seconds, seed, splits=("val", "test"), num_samples=samples)
+    stages.end(f"test NLL {_fmt(-metrics['test']['log_likelihood'], 2)} nats per image")
+    return {"run_dir": str(run_dir), "model": spec.to_config(), "inference": fit.inference.to_config(),
+            "fit_seconds": seconds, "epochs": fit.history[-1]["epoch"] + 1, "eval_samples": samples,
+            "test_log_likelihood": metrics["test"]["log_likelihood"],
+            "test_log_likelihood_se": metrics["test"]["log_likelihood_se"],
+            "val_log_likelihood": metrics["val"]["log_likelihood"], "files": [str(f) for f in files]}
+
+
 def _cmd_demo(argv: list) -> int:
     import ppgen
 
@@ -840,8 +950,10 @@ def _cmd_demo(argv: list) -> int:
         prog="ppgen demo", formatter_class=_formatter,
         description=f"Fit PPCA (latent_dim={DEMO_LATENT_DIM}) to the digits (view 'unit') by closed-form "
                     f"maximum likelihood and by NUTS ({DEMO_DRAWS} warm-up and {DEMO_DRAWS} draws, 2 chains), "
-                    "both with numpyro; write both run folders with samples, metrics and, for NUTS, "
-                    "ArviZ plots; print a comparison and write OUT/report.json.")
+                    "both with numpyro; then a VAE on the 17-level digits by SVI (pyro, early stopping on "
+                    "the validation ELBO) with sample, reconstruction and traversal grids. Writes the run "
+                    "folders with samples, metrics and, for NUTS, ArviZ plots; prints a comparison and "
+                    "writes OUT/report.json.")
     parser.add_argument("--out", metavar="DIR", default="runs/demo", help="(default: runs/demo)")
     parser.add_argument("--quick", action="store_true",
                         help=f"NUTS with {DEMO_QUICK_DRAWS}/{DEMO_QUICK_DRAWS} draws (also: env PPGEN_QUICK=1)")
@@ -892,16 +1004,24 @@ def _cmd_demo(argv: list) -> int:
                        f"{_fmt(entry['min_ess_bulk'], 0)}; plots in {run_dir / 'plots'}")
             print(table.to_string(), flush=True)
         report["runs"][key] = entry
+    report["runs"]["vae"] = _demo_vae(out / "vae", quick, args.seed, stages)
     report["total_seconds"] = time.perf_counter() - stages.origin
     write_json(out / "report.json", report)
 
     rows = []
     for key, entry in report["runs"].items():
+        if key == "vae":
+            continue
         rows.append([key, _fmt(entry["test_log_likelihood"], 3), _fmt(entry["test_log_likelihood_se"], 3),
                      _fmt(entry["val_log_likelihood"], 3), f"{entry['fit_seconds']:.1f}",
                      str(entry.get("divergences", "-"))])
     print()
     print("PPCA(latent_dim=8) on digits, log-likelihood in nats per example (higher is better):")
     print(_table(rows, ["method", "test", "+/- se", "val", "fit seconds", "divergences"]))
+    vae = report["runs"]["vae"]
+    print(f"\nVAE on digits (17-level categorical): test NLL {_fmt(-vae['test_log_likelihood'], 2)} nats per image "
+          f"(importance sampling, {vae['eval_samples']} samples), {vae['epochs']} epochs in "
+          f"{vae['fit_seconds']:.1f} s; "
+          f"grids in {vae['run_dir']}")
     print(f"\nwrote {out / 'report.json'} (total {report['total_seconds']:.1f} s)")
     return 0

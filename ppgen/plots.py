@@ -65,6 +65,8 @@ def _as_images(images, shape) -> np.ndarray:
                             f"shape=(H, W) or shape=(C, H, W)")
         x = x.reshape(x.shape[0], side, side)
     if x.ndim == 4:
+        if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):  # channels-last (n, H, W, C)
+            x = x.transpose(0, 3, 1, 2)
         if x.shape[1] == 1:
             x = x[:, 0]
         elif x.shape[1] == 3:
@@ -119,6 +121,91 @@ def image_grid(images, path, shape: Sequence[int] | None = None, title: str | No
     ax.set_axis_off()
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def image_rows(rows: Sequence, path, shape: Sequence[int] | None = None, row_names: Sequence[str] | None = None,
+               title: str | None = None) -> Path:
+    """Save rows of images (e.g. data over their reconstructions, or latent traversals) as one PNG.
+
+    Args:
+        rows: a list of image arrays, each (n, ...) as :func:`image_grid` takes; rows may differ in n.
+        path: the ``.png`` file to write.
+        shape: the shape of one image for flat input.
+        row_names: a label at the left of each row.
+        title: a title above the figure.
+
+    Returns:
+        Path: ``path``.
+    """
+    images = [_as_images(r, shape) for r in rows]
+    low = min(float(x.min()) for x in images)
+    high = max(float(x.max()) for x in images)
+    cols = max(len(x) for x in images)
+    height, width = images[0].shape[1:3]
+    colour = images[0].ndim == 4
+    pad = 1
+    mosaic = np.ones((len(images) * (height + pad) + pad, cols * (width + pad) + pad) + ((3,) if colour else ()))
+    for r, x in enumerate(images):
+        scaled = (x - low) / (high - low) if high > low else np.zeros_like(x)
+        for c in range(len(x)):
+            top, left = pad + r * (height + pad), pad + c * (width + pad)
+            mosaic[top:top + height, left:left + width] = scaled[c]
+    inches = min(14.0, max(3.0, 0.6 * cols))
+    fig = _figure(inches + 1.0, inches * mosaic.shape[0] / mosaic.shape[1] + (0.4 if title else 0.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(mosaic, cmap=None if colour else "gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([pad + r * (height + pad) + height / 2 for r in range(len(images))])
+    ax.set_yticklabels(list(row_names) if row_names else [""] * len(images))
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def latent_map(points, labels, decoded, path, title: str | None = None) -> Path:
+    """A 2-D latent space: encoded points coloured by label, next to images decoded on a grid.
+
+    Args:
+        points: (N, 2) posterior means of q(z|x).
+        labels: (N,) integer labels or None.
+        decoded: (rows, cols, ...) images decoded at a regular grid of z (top row: largest z₂).
+        path: the ``.png`` file to write.
+        title: a title above the figure.
+
+    Returns:
+        Path: ``path``.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise DataError(f"latent_map needs (N, 2) latent points; got shape {points.shape}")
+    decoded = np.asarray(decoded)
+    rows, cols = decoded.shape[:2]
+    images = _as_images(decoded.reshape((rows * cols,) + decoded.shape[2:]), None)
+    height, width = images.shape[1:3]
+    low, high = float(images.min()), float(images.max())
+    scaled = (images - low) / (high - low) if high > low else np.zeros_like(images)
+    mosaic = np.ones((rows * height, cols * width) + images.shape[3:])
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        mosaic[r * height:(r + 1) * height, c * width:(c + 1) * width] = scaled[i]
+    fig = _figure(11.0, 5.2)
+    ax = fig.add_subplot(1, 2, 1)
+    colours = None if labels is None else np.asarray(labels)
+    sc = ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, cmap="tab10" if colours is not None else None)
+    if colours is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title("encoded data (means of q(z|x))")
+    ax2 = fig.add_subplot(1, 2, 2)
+    ax2.imshow(mosaic, cmap=None if mosaic.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax2.set_axis_off()
+    ax2.set_title("decoded on a grid of z")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 

@@ -411,3 +411,29 @@ def test_demo_quick(capsys, tmp_path):
         assert_png(out_dir / "nuts" / "plots" / name)
     assert "W_diag" in (out_dir / "nuts" / "plots" / "summary.csv").read_text()
     assert "closed_form" in out and "nuts" in out and "start:" in out and "done" in out
+
+
+def test_fit_vae_writes_grids_and_latent_map_and_inspect_shows_q_of_z(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "fit", "vae", "--data", "digits", "--view", "categorical", "--backend", "pyro",
+                           "--steps", "20", "--batch-size", "100", "--latent-dim", "2", "--hidden-dims", "32,32",
+                           "--eval-samples", "5", "--out", "vae")
+    assert code == 0 and "test log-likelihood" in out
+    config = json.loads((tmp_path / "vae" / "config.json").read_text())
+    assert config["model"]["options"]["likelihood"] == "categorical"  # read from the data
+    assert config["model"]["options"]["num_levels"] == 17 and config["model"]["options"]["hidden_dims"] == [32, 32]
+    for name in ("samples.png", "reconstructions.png", "traversals.png", "latent_map.png", "metrics.json"):
+        assert (tmp_path / "vae" / name).exists(), name
+    code, out, _ = run_cli(capsys, "inspect", "vae")
+    assert code == 0 and "q(z|x) for the first 4 training examples" in out and "z[0, 0]" in out
+    assert (tmp_path / "vae" / "plots" / "ppc.png").exists()
+
+
+def test_fit_cvae_scores_with_the_split_labels(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "fit", "cvae", "--data", "digits", "--view", "binary", "--backend", "pyro",
+                           "--steps", "5", "--batch-size", "100", "--hidden-dims", "16", "--eval-samples", "3",
+                           "--out", tmp_path / "cvae")
+    assert code == 0
+    metrics = json.loads((tmp_path / "cvae" / "metrics.json").read_text())
+    assert metrics["test"]["num_examples"] == 447 and math.isfinite(metrics["test"]["log_likelihood"])
+    assert np.load(tmp_path / "cvae" / "samples.npy").shape == (100, 8, 8)  # 10 labels x 10 draws
