@@ -402,8 +402,8 @@ def test_demo_quick(capsys, tmp_path):
     assert code == 0, err
     report = json.loads((out_dir / "report.json").read_text())
     assert report["quick"] is True
-    assert set(report["runs"]) == {"closed_form", "nuts"}
-    for key in ("closed_form", "nuts"):
+    assert set(report["runs"]) == {"closed_form", "nuts", "vae"}
+    for key in ("closed_form", "nuts", "vae"):
         assert_png(out_dir / key / "samples.png")
         assert math.isfinite(read_metrics(out_dir / key)["test"]["log_likelihood"])
         assert math.isfinite(report["runs"][key]["test_log_likelihood"])
@@ -411,6 +411,9 @@ def test_demo_quick(capsys, tmp_path):
         assert_png(out_dir / "nuts" / "plots" / name)
     assert "W_diag" in (out_dir / "nuts" / "plots" / "summary.csv").read_text()
     assert "closed_form" in out and "nuts" in out and "start:" in out and "done" in out
+    for name in ("reconstructions.png", "traversals.png"):
+        assert_png(out_dir / "vae" / name)
+    assert "VAE on digits (17-level categorical): test NLL" in out
 
 
 def test_fit_vae_writes_grids_and_latent_map_and_inspect_shows_q_of_z(capsys, tmp_path, monkeypatch):
