@@ -36,6 +36,7 @@ parameters) and ``rng_key``, and it must be a pure function of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, Literal, NamedTuple, Optional
 
@@ -283,32 +284,46 @@ def _blocked(model, program):
     return poutine.block(model, hide=list(program.discrete_sites))
 
 
-def _scale_latents(backend: str, beta):
-    """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``."""
+@functools.lru_cache(maxsize=None)
+def _latent_scaler(backend: str):
+    """The class of a handler that multiplies the scale of every latent (unobserved) sample
+    site by ``beta`` (KL warm-up), built once per backend."""
     if backend == "numpyro":
         from numpyro.primitives import Messenger
 
         class ScaleLatents(Messenger):
+            def __init__(self, beta):
+                super().__init__()
+                self.beta = beta
+
             def process_message(self, msg):
                 if msg["type"] == "sample" and not msg["is_observed"]:
-                    msg["scale"] = beta if msg.get("scale") is None else beta * msg["scale"]
+                    msg["scale"] = self.beta if msg.get("scale") is None else self.beta * msg["scale"]
 
-        return ScaleLatents()
+        return ScaleLatents
     from pyro.poutine.messenger import Messenger
 
     class ScaleLatentsPyro(Messenger):
+        def __init__(self, beta):
+            super().__init__()
+            self.beta = beta
+
         def _process_message(self, msg):
             if msg["type"] == "sample" and not msg["is_observed"] and type(msg["fn"]).__name__ != "_Subsample":
-                msg["scale"] = beta * msg["scale"]
+                msg["scale"] = self.beta * msg["scale"]
 
-    return ScaleLatentsPyro()
+    return ScaleLatentsPyro
+
+
+def _scale_latents(backend: str, beta):
+    """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``."""
+    return _latent_scaler(backend)(beta)
 
 
 def _plate_nesting(be, model, batch) -> int:
     """How many plates nest in ``model`` (traced once)."""
     sites = be.trace(model, 0, **batch)
-    return max([len([f for f in s.get("cond_indep_stack", ()) if getattr(f, "name", "") != "_particles"])
-                for s in sites.values()] + [0])
+    return max([len(s.get("cond_indep_stack", ())) for s in sites.values()] + [0])
 
 
 def importance_bound(terms: dict, alpha: float, num_particles: int, logsumexp):
@@ -561,9 +576,8 @@ class _NumPyroSVI:
         guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
             else _bind(program, program.guide)
         if svi.elbo in ("iwae", "renyi") and program.max_plate_nesting is None:
-            import dataclasses as dc
-
-            program = dc.replace(program, max_plate_nesting=_plate_nesting(get_backend("numpyro"), model, batch))
+            program = dataclasses.replace(program, max_plate_nesting=_plate_nesting(get_backend("numpyro"), model,
+                                                                                    batch))
         total = max(svi.num_steps(program.num_data), 1)
         schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
         if svi.optimizer == "adam":

@@ -207,16 +207,7 @@ class GMM(ModelSpec):
     def check_data(self, x, what: str = "data") -> np.ndarray:
         from ppgen.datasets import check_finite
 
-        x = np.asarray(x)
-        if x.ndim < 2:
-            hint = (" (these look like scalar examples: pass x.reshape(-1, 1))" if self.data_dim == 1
-                    else " (a single example: pass x[None])")
-            raise DataError(f"{what} has shape {x.shape}; GMM needs one row per example, shape "
-                            f"(N, {self.data_dim}){hint}")
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.data_dim:
-            raise DataError(f"{what} has {x.shape[1]} values per example but GMM(data_dim={self.data_dim}); "
-                            f"build the spec with data_dim={x.shape[1]}")
+        x = self._rows(x, what)
         x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
         return check_finite(x, what)
 
@@ -340,7 +331,7 @@ class GMM(ModelSpec):
     def _design_weights(self, xp, params):
         """(weights (K, width), bias (K,)) with log π_k + log N(x | μ_k, Σ_k) = weights_k · design(x) + bias_k:
         (x−μ)ᵀΛ(x−μ) = Σ_{d≤e} c_de Λ_de x_d x_e − 2 (Λμ)ᵀx + μᵀΛμ (c = 1 on the diagonal, 2 off it)."""
-        D, K = self.data_dim, self.num_components
+        D = self.data_dim
         locs = params["locs"]
         if self.covariance in ("diag", "spherical"):
             scales = params["scales"]

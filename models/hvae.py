@@ -131,7 +131,7 @@ class HVAE(_AmortizedFamily):
             weights = {name: ppl.network(name, init[name]) for name in nets if name.startswith("decoder")}
             like = next(iter(weights["decoder"].values()))
             n = x.shape[0] if x is not None else num
-            x_scale = self._x_scale(ppl, init, like)
+            x_scale = self._x_scale(ppl, init)
             with ppl.plate("data", num_data or n, index=index, subsample_size=n):
                 z = ppl.sample(f"z_{top}", ppl.dist.Normal(ppl.zeros((n, dims[-1]), like), 1.0,
                                                            validate_args=False).to_event(1))

@@ -54,7 +54,6 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from ppgen.backends import get_backend
-from ppgen.errors import DataError
 from ppgen.program import BuiltProgram, ModelSpec
 
 __all__ = ["PPCA"]
@@ -120,16 +119,7 @@ class PPCA(ModelSpec):
     def check_data(self, x, what: str = "data") -> np.ndarray:
         from ppgen.datasets import check_finite
 
-        x = np.asarray(x)
-        if x.ndim < 2:
-            raise DataError(
-                f"{what} has shape {x.shape}; PPCA needs one row per example, shape (N, {self.data_dim}). "
-                f"Reshape a single example with x[None]")
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.data_dim:
-            raise DataError(
-                f"{what} has {x.shape[1]} values per example but PPCA(data_dim={self.data_dim}); "
-                f"build the spec with data_dim={x.shape[1]}")
+        x = self._rows(x, what)
         x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)  # float64 stays exact
         return check_finite(x, what)
 

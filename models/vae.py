@@ -132,15 +132,7 @@ class _AmortizedFamily(ModelSpec):
     def check_data(self, x, what: str = "data") -> np.ndarray:
         from ppgen.datasets import check_finite
 
-        x = np.asarray(x)
-        if x.ndim < 2:
-            raise DataError(f"{what} has shape {x.shape}; {type(self).__name__} needs one row per example, "
-                            f"shape (N, {self.data_dim}) or (N, *image_shape). Reshape one example with x[None]")
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.data_dim:
-            raise DataError(f"{what} has {x.shape[1]} values per example but {type(self).__name__}(data_dim="
-                            f"{self.data_dim}); build the spec with data_dim={x.shape[1]}")
-        x = check_finite(x.astype(np.float32, copy=False), what)
+        x = check_finite(self._rows(x, what).astype(np.float32, copy=False), what)
         if self.likelihood == "bernoulli":
             bad = x[(x != 0) & (x != 1)]
             if bad.size:
@@ -191,8 +183,7 @@ class _AmortizedFamily(ModelSpec):
         if self.network == "conv":
             return ConvDecoder(image_layout(self.data_dim, self.image_shape), in_dim, self._values_per_dim,
                                self.conv_channels, self.hidden_dims[-1], self.activation)
-        net = MLP(in_dim, tuple(reversed(self.hidden_dims)), self.data_dim * self._values_per_dim, self.activation)
-        return net
+        return MLP(in_dim, tuple(reversed(self.hidden_dims)), self.data_dim * self._values_per_dim, self.activation)
 
     def _initial_values(self, be, device, seed: int) -> dict:
         init = {}
@@ -233,7 +224,7 @@ class _AmortizedFamily(ModelSpec):
             return x
         return ppl.as_integer(x)
 
-    def _x_scale(self, ppl, init, like):
+    def _x_scale(self, ppl, init):
         if self.likelihood != "gaussian":
             return None
         if self.observation_scale is not None:
@@ -245,7 +236,7 @@ class _AmortizedFamily(ModelSpec):
     def _eval_program(self, backend: str) -> BuiltProgram:
         return self.build(backend, "latent", data=np.zeros((1, self.data_dim), np.float32))
 
-    def _batch(self, be, x, y, index=None) -> dict:
+    def _batch(self, be, x, y) -> dict:
         batch = {"x": be.asarray(x, "float32")}
         if self.conditional:
             batch["y"] = be.ppl.index(y)
@@ -448,9 +439,9 @@ class VAE(_AmortizedFamily):
 
         def model(x=None, y=None, index=None, num_data=None, num=None):
             weights = ppl.network("decoder", init["decoder"])
-            like = weights["0.weight" if "0.weight" in weights else "hidden.weight"]
+            like = next(iter(weights.values()))
             n = x.shape[0] if x is not None else num
-            x_scale = self._x_scale(ppl, init, like)
+            x_scale = self._x_scale(ppl, init)
             with ppl.plate("data", num_data or n, index=index, subsample_size=n):
                 z = ppl.sample("z", ppl.dist.Normal(ppl.zeros((n, K), like), 1.0, validate_args=False).to_event(1))
                 out = decoder.apply(ops, weights, z, self._label_features(ppl, y, like, z.shape[:-1]))

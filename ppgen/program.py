@@ -102,6 +102,24 @@ class ModelSpec(Config):
         """Validate ``x`` (N, ...) for this family; return it as a float array (N, data_dim)."""
         raise NotImplementedError
 
+    def _rows(self, x, what: str) -> np.ndarray:
+        """``x`` as (N, data_dim) rows, examples flattened; a DataError naming the fix when ``x``
+        has no example axis or the wrong number of values per example."""
+        from ppgen.errors import DataError
+
+        x = np.asarray(x)
+        name = type(self).__name__
+        if x.ndim < 2:
+            hint = (" (these look like scalar examples: pass x.reshape(-1, 1))" if self.data_dim == 1
+                    else " (a single example: pass x[None])")
+            raise DataError(f"{what} has shape {x.shape}; {name} needs one row per example, shape "
+                            f"(N, {self.data_dim}){hint}")
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.data_dim:
+            raise DataError(f"{what} has {x.shape[1]} values per example but {name}(data_dim={self.data_dim}); "
+                            f"build the spec with data_dim={x.shape[1]}")
+        return x
+
     # ---- programs ---------------------------------------------------------------------
     def build(self, backend: str, form: str, *, data: np.ndarray, guide: str | None = None,
               seed: int = 0, device: str = "cpu") -> BuiltProgram:

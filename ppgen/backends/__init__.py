@@ -29,6 +29,20 @@ class Backend:
     def to_numpy(self, x): ...
 
 
+def add_log_weight_term(terms: dict, lp, scale, observed: bool, sign: float) -> None:
+    """Add one site's log-density ``lp`` (batch shape (particles, ...)) to the importance-weight
+    ``terms`` of a backend's ``log_weights``: per-example terms (particles, examples) unscaled in
+    ``local`` (``scale``, the minibatch's N / batch size, read from observed sites), terms outside
+    the data plate scaled in ``global``. Written once for torch and jax arrays."""
+    if lp.ndim >= 2:  # (particles, examples, ...): a per-example term
+        terms["local"] = terms["local"] + sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
+        if observed:
+            terms["scale"] = scale
+    else:
+        terms["global"] = terms["global"] + sign * lp * scale
+        terms["global_latent"] = terms["global_latent"] or not observed
+
+
 def get_backend(name: str) -> "Backend":
     """Return the backend object for ``name`` ("pyro" or "numpyro")."""
     if name not in BACKENDS:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
+from . import add_log_weight_term
 
 
 class _NumPyroPPL:
@@ -105,13 +106,7 @@ def _site_terms(trace, sign: float, terms: dict) -> None:
         if site.get("mask") is not None:
             lp = jnp.where(site["mask"], lp, 0.0)
         scale = 1.0 if site.get("scale") is None else site["scale"]
-        if lp.ndim >= 2:  # (particles, examples, ...): a per-example term
-            terms["local"] = terms["local"] + sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
-            if site["is_observed"]:
-                terms["scale"] = scale
-        else:
-            terms["global"] = terms["global"] + sign * lp * scale
-            terms["global_latent"] = terms["global_latent"] or not site["is_observed"]
+        add_log_weight_term(terms, lp, scale, site["is_observed"], sign)
 
 
 def log_weights(model, guide, batch: dict, num_particles: int, dim: int, rng_key=None, params=None) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from . import add_log_weight_term
 
 _THREADS_SET = False
 
@@ -130,15 +131,7 @@ def _site_terms(trace_nodes, sign: float, terms: dict) -> None:
         lp = site["fn"].log_prob(site["value"])
         if site["mask"] is not None and site["mask"] is not True:
             lp = lp * site["mask"]
-        latent = not site["is_observed"]
-        if lp.dim() >= 2:  # (particles, examples, ...): a per-example term
-            terms["local"] = terms["local"] + sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
-            if site["is_observed"]:
-                terms["scale"] = site["scale"]
-        else:
-            scale = site["scale"]
-            terms["global"] = terms["global"] + sign * lp * scale
-            terms["global_latent"] = terms["global_latent"] or latent
+        add_log_weight_term(terms, lp, site["scale"], site["is_observed"], sign)
 
 
 def log_weights(model, guide, batch: dict, num_particles: int, dim: int) -> dict:
