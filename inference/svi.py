@@ -6,9 +6,15 @@ The loss and the guide are arguments, not subclasses:
   has it), ``"iwae"`` (the importance-weighted bound with ``num_particles`` = K samples),
   ``"renyi"`` (the Rényi bound with ``alpha``; alpha=0 is the IWAE bound), ``"enum"``
   (discrete latents summed out), or a custom loss (see below).
+- ``ema``: an exponential moving average of the parameters (Polyak averaging), kept next to
+  the optimised ones and used for everything after the step: validation (early stopping),
+  the fit's parameters, likelihoods and samples.
+- Networks run in training mode (dropout active) inside the optimisation steps only.
 - ``kl_warmup``/``beta``: the latent terms log p(z) − log q(z|x) (the KL of the mean-field
   ELBO) are weighted by β, which rises linearly from 0 to ``beta`` over the first
   ``kl_warmup`` steps (Bowman et al. 2016; Sønderby et al. 2016); ``beta`` alone is a β-VAE.
+  With ``elbo="iwae"`` or ``"renyi"`` β weights the latent terms inside every importance
+  weight, log w = log p(x|z) + β (log p(z) − log q(z|x)).
 
 The IWAE and Rényi bounds are computed per example (Burda et al. 2016, eq. 8): with K guide
 draws z_k ~ q(z | x_n) and log-weights log w_nk = log p(x_n, z_nk) − log q(z_nk | x_n),
@@ -35,6 +41,7 @@ parameters) and ``rng_key``, and it must be a pure function of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -42,7 +49,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 
-from ppgen.backends import get_backend
+from ppgen.backends import get_backend, training
 from ppgen.errors import ConfigError
 
 from .base import Inference, Result
@@ -78,6 +85,12 @@ class SVI(Inference):
         optimizer: ``"adam"`` or ``"clipped_adam"`` (gradient norm clipped to ``clip_norm``).
         clip_norm: the clipping norm of ``"clipped_adam"``.
         num_particles: Monte Carlo samples of the ELBO per step; K of the IWAE and Rényi bounds.
+        ema: decay of an exponential moving average of the parameters (e.g. 0.999; 0: none),
+            which starts at the initial parameters. Validation, the fit's parameters and
+            samples use the average; the optimiser keeps working on the raw parameters.
+        ema_warmup: use the decay min(ema, (1 + t) / (10 + t)) at step t, so that the average
+            forgets the initial parameters within a few hundred steps (for decays near 0.9999
+            and runs too short for a fixed decay to settle); False keeps the decay fixed.
         kl_warmup: steps over which the weight β of the latent (KL) terms rises linearly from 0
             to ``beta`` (0: no warm-up).
         beta: the final weight of the latent terms (1: the ELBO; other values: a β-VAE).
@@ -107,6 +120,8 @@ class SVI(Inference):
     num_samples: int = 1000
     kl_warmup: int = 0
     beta: float = 1.0
+    ema: float = 0.0
+    ema_warmup: bool = False
 
     name: ClassVar[str] = "svi"
     title: ClassVar[str] = "SVI"
@@ -130,10 +145,11 @@ class SVI(Inference):
         self._require(self.alpha != 1, "alpha=1 is the ordinary ELBO; use elbo='trace'")
         self._require(self.kl_warmup >= 0, f"kl_warmup must be >= 0 steps; got {self.kl_warmup}")
         self._require(self.beta > 0 and math.isfinite(self.beta), f"beta must be positive; got {self.beta}")
-        if self.elbo in ("iwae", "renyi", "enum") and (self.kl_warmup or self.beta != 1):
-            raise ConfigError(f"SVI: kl_warmup and beta weight the KL term of elbo='trace' or 'meanfield'; "
-                              f"elbo={self.elbo!r} has no separate KL term. Drop kl_warmup/beta or use "
-                              f"elbo='meanfield'")
+        self._require(0 <= self.ema < 1, f"ema is a decay in [0, 1) (e.g. 0.999, or 0 for none); got {self.ema}")
+        if self.elbo == "enum" and (self.kl_warmup or self.beta != 1):
+            raise ConfigError("SVI: kl_warmup and beta weight the latent terms of elbo='trace', 'meanfield', "
+                              "'iwae' or 'renyi'; elbo='enum' sums discrete latents out exactly. Drop "
+                              "kl_warmup/beta or use elbo='trace'")
         if callable(self.elbo) and (self.kl_warmup or self.beta != 1):
             raise ConfigError("SVI: kl_warmup and beta apply to the built-in ELBOs; a custom loss weights "
                               "its own terms")
@@ -186,6 +202,11 @@ class SVI(Inference):
         if self.kl_warmup <= 0:
             return self.beta
         return self.beta * min(1.0, (step + 1) / self.kl_warmup)
+
+    def ema_decay_at(self, step: int) -> float:
+        """The moving average's decay after (0-based) ``step``: ``ema``, or with ``ema_warmup``
+        min(ema, (1 + t) / (10 + t))."""
+        return min(self.ema, (1.0 + step) / (10.0 + step)) if self.ema_warmup else self.ema
 
     @property
     def _weighs_latents(self) -> bool:
@@ -387,6 +408,9 @@ class _PyroSVI:
             terms = be.log_weights(model, guide, batch, svi.num_particles, state["particle_dim"])
             alpha = 0.0 if svi.elbo == "iwae" else svi.alpha
             return -importance_bound(terms, alpha, svi.num_particles, torch.logsumexp)
+        if state.get("reparam"):
+            return get_backend("pyro").reparam_elbo_loss(model, guide, batch, svi.elbo == "meanfield",
+                                                         svi.num_particles)
         if differentiable and hasattr(elbo, "differentiable_loss"):
             return elbo.differentiable_loss(model, guide, **batch)
         return None
@@ -412,6 +436,8 @@ class _PyroSVI:
             loss = cls._loss(svi, state, batch)
             if loss is None:
                 state["elbo"].loss(model, guide, **batch)
+            # Trace/TraceMeanField ELBOs of fully reparameterised programs: the same loss, leaner
+            state["reparam"] = svi.elbo in ("trace", "meanfield") and be.all_reparameterized(model, guide, batch)
         params = list(state["store"]["params"].values())
         for p in params:
             p.requires_grad_(True)
@@ -424,7 +450,30 @@ class _PyroSVI:
         gamma = svi.lr_decay ** (1.0 / max(svi.num_steps(program.num_data), 1))
         state["optimizer"] = opt
         state["schedule"] = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        state["ema"] = {n: p.detach().clone() for n, p in state["store"]["params"].items()} if svi.ema else None
         return state
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _averaged(state):
+        """The parameter store holds the moving average (if any) within this context."""
+        import torch
+
+        ema = state.get("ema")
+        if not ema:
+            yield
+            return
+        params = state["store"]["params"]
+        with torch.no_grad():
+            saved = {n: p.detach().clone() for n, p in params.items()}
+            for n, p in params.items():
+                p.copy_(ema[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(saved[n])
 
     @classmethod
     def step(cls, svi, state, batch):
@@ -436,7 +485,7 @@ class _PyroSVI:
         if svi._weighs_latents:
             batch = dict(batch, beta=beta)
         state["step"] += 1
-        with pyro.get_param_store().scope(state["store"]), be.rng(state):
+        with pyro.get_param_store().scope(state["store"]), be.rng(state), training():
             opt.zero_grad(set_to_none=True)
             loss = cls._loss(svi, state, batch)
             if loss is None:  # ELBOs without a differentiable loss do their own backward
@@ -446,6 +495,14 @@ class _PyroSVI:
                 value = loss.item()
             opt.step()
             state["schedule"].step()
+        if state["ema"] is not None:
+            import torch
+
+            with torch.no_grad():
+                names = list(state["ema"])
+                torch._foreach_lerp_([state["ema"][n] for n in names],
+                                     [state["store"]["params"][n].detach() for n in names],
+                                     1.0 - svi.ema_decay_at(state["step"] - 1))
         return state, SVIInfo(value / state["program"].num_data, beta)
 
     @classmethod
@@ -455,7 +512,7 @@ class _PyroSVI:
 
         be = get_backend("pyro")
         rng = {"rng": None}
-        with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad():
+        with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad(), cls._averaged(state):
             if callable(svi.elbo) or svi.elbo in ("iwae", "renyi"):
                 value = float(cls._loss(svi, state, batch))
             else:
@@ -468,8 +525,9 @@ class _PyroSVI:
 
         be = get_backend("pyro")
         program = state["program"]
-        with pyro.get_param_store().scope(state["store"]) as scope:
-            params = {name: be.to_numpy(pyro.param(name)) for name in scope["params"]}
+        with pyro.get_param_store().scope(state["store"]) as scope, cls._averaged(state):
+            # copies: the store gets the raw parameters back when the average is swapped out
+            params = {name: np.array(be.to_numpy(pyro.param(name))) for name in scope["params"]}
             posterior = None
             if program.form in ("bayesian", "user"):
                 batch = batch or state["batch"]
@@ -493,6 +551,8 @@ class _PyroSVI:
                 arrays[f"optimizer/{i}/{key}"] = arr
                 meta["optimizer_keys"][str(i)][key] = bool(hasattr(value, "detach"))
         arrays["rng"] = be.to_numpy(state["rng"])
+        for n, value in (state["ema"] or {}).items():
+            arrays[f"ema/{n}"] = be.to_numpy(value)
         return arrays, meta
 
     @classmethod
@@ -517,7 +577,21 @@ class _PyroSVI:
         state["schedule"].load_state_dict(meta["schedule"])
         state["rng"] = torch.as_tensor(arrays["rng"])
         state["step"] = int(meta.get("step", 0))
+        if state["ema"] is not None:
+            _require_ema(arrays, state["ema"])
+            with torch.no_grad():
+                for n, value in state["ema"].items():
+                    value.copy_(torch.as_tensor(arrays[f"ema/{n}"]))
         return state
+
+
+def _require_ema(arrays: dict, names) -> None:
+    missing = [n for n in names if f"ema/{n}" not in arrays]
+    if missing:
+        from ppgen.errors import CheckpointError
+
+        raise CheckpointError(f"the checkpoint has no moving average of {missing[:3]}; it was written by "
+                              f"SVI without ema. Resume with the same SVI settings")
 
 
 def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
@@ -586,26 +660,42 @@ class _NumPyroSVI:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
         engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
         svi_state = engine.init(jax.random.PRNGKey(seed), **batch)
-        return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state,
+
+        def update(st, ema, b, decay):
+            with training():  # read while JAX traces: the compiled step has dropout on
+                st, loss = engine.update(st, **b)
+            if ema is not None:
+                raw = engine.optim.get_params(st.optim_state)
+                ema = jax.tree_util.tree_map(lambda e, p: e + (1.0 - decay) * (p - e), ema, raw)
+            return st, ema, loss
+
+        def evaluate(st, ema, b):
+            if ema is None:
+                return engine.evaluate(st, **b)
+            _, key = jax.random.split(st.rng_key)  # as engine.evaluate does
+            return engine.loss.loss(key, engine.constrain_fn(ema), engine.model, engine.guide, **b)
+
+        ema = engine.optim.get_params(svi_state.optim_state) if svi.ema else None
+        return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state, "ema": ema,
                 "model": model, "guide": guide, "batch": batch, "step": 0,
-                "update": jax.jit(lambda st, b: engine.update(st, **b)),
-                "loss": jax.jit(lambda st, b: engine.evaluate(st, **b))}
+                "update": jax.jit(update), "loss": jax.jit(evaluate)}
 
     @classmethod
     def step(cls, svi, state, batch):
+        import jax.numpy as jnp
+
         beta = svi.beta_at(state["step"])
         if svi._weighs_latents:
-            import jax.numpy as jnp
-
             batch = dict(batch, beta=jnp.float32(beta))
+        decay = jnp.float32(svi.ema_decay_at(state["step"]))
         state["step"] += 1
-        svi_state, loss = state["update"](state["svi_state"], batch)
+        svi_state, state["ema"], loss = state["update"](state["svi_state"], state["ema"], batch, decay)
         state["svi_state"] = svi_state
         return state, SVIInfo(float(loss) / state["program"].num_data, beta)
 
     @classmethod
     def evaluate(cls, svi, state, batch):
-        return float(state["loss"](state["svi_state"], batch)) / state["program"].num_data
+        return float(state["loss"](state["svi_state"], state["ema"], batch)) / state["program"].num_data
 
     @classmethod
     def result(cls, svi, state, batch=None):
@@ -613,7 +703,8 @@ class _NumPyroSVI:
         from numpyro.infer import Predictive
 
         program = state["program"]
-        params = state["engine"].get_params(state["svi_state"])
+        engine = state["engine"]
+        params = engine.get_params(state["svi_state"]) if state["ema"] is None else engine.constrain_fn(state["ema"])
         posterior = None
         if program.form in ("bayesian", "user"):
             batch = batch or state["batch"]
@@ -636,8 +727,10 @@ class _NumPyroSVI:
         import jax
 
         leaves = jax.tree_util.tree_leaves(state["svi_state"])
-        return ({f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
-                {"num_leaves": len(leaves), "step": state["step"]})
+        arrays = {f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        for n, value in (state["ema"] or {}).items():
+            arrays[f"ema/{n}"] = np.asarray(value)
+        return arrays, {"num_leaves": len(leaves), "step": state["step"]}
 
     @classmethod
     def restore_state(cls, svi, state, arrays, meta):
@@ -653,6 +746,9 @@ class _NumPyroSVI:
         new = [jnp.asarray(arrays[f"leaf/{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
         state["svi_state"] = jax.tree_util.tree_unflatten(treedef, new)
         state["step"] = int(meta.get("step", 0))
+        if state["ema"] is not None:
+            _require_ema(arrays, state["ema"])
+            state["ema"] = {n: jnp.asarray(arrays[f"ema/{n}"], dtype=v.dtype) for n, v in state["ema"].items()}
         return state
 
 

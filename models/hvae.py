@@ -63,7 +63,7 @@ class HVAE(_AmortizedFamily):
         latent_dims: sizes of z_1 (next to the data), z_2, …, z_L (top); at least two layers.
         hidden_dims: hidden widths of every network (the x-side networks for ``network="conv"``
             use the last one as their dense width).
-        activation, likelihood, num_levels, observation_scale, network, image_shape,
+        activation, dropout, likelihood, num_levels, observation_scale, network, image_shape,
         conv_channels: as for :class:`VAE`.
 
     Example:
@@ -74,6 +74,7 @@ class HVAE(_AmortizedFamily):
     latent_dims: tuple = (32, 16)
     hidden_dims: tuple = (256, 256)
     activation: Literal["relu", "gelu", "elu", "leaky_relu", "silu", "tanh", "softplus"] = "relu"
+    dropout: float = 0.0
     likelihood: Literal["bernoulli", "categorical", "gaussian"] = "bernoulli"
     num_levels: Optional[int] = None
     observation_scale: Optional[float] = None
@@ -105,8 +106,8 @@ class HVAE(_AmortizedFamily):
         nets = {"encoder": self._make_encoder(2 * dims[0], 0), "decoder": self._make_decoder(dims[0])}
         for layer in range(2, len(dims) + 1):
             below, above = dims[layer - 2], dims[layer - 1]
-            nets[f"encoder_{layer}"] = MLP(below, self.hidden_dims, 2 * above, self.activation)
-            nets[f"decoder_{layer}"] = MLP(above, self.hidden_dims, 2 * below, self.activation)
+            nets[f"encoder_{layer}"] = MLP(below, self.hidden_dims, 2 * above, self.activation, self.dropout)
+            nets[f"decoder_{layer}"] = MLP(above, self.hidden_dims, 2 * below, self.activation, self.dropout)
         return nets
 
     def build(self, backend: str, form: str, *, data: np.ndarray, guide: str | None = None, seed: int = 0,

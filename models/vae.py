@@ -106,6 +106,8 @@ class _AmortizedFamily(ModelSpec):
         self._require(self.data_dim >= 1, f"data_dim must be at least 1; got {self.data_dim}")
         self._require(self.activation in ACTIVATIONS,
                       f"activation={self.activation!r} is not one of {list(ACTIVATIONS)}")
+        self._require(0.0 <= self.dropout < 1.0,
+                      f"dropout must be a rate in [0, 1) (e.g. 0.2, or 0 for none); got {self.dropout}")
         if self.network == "conv":
             image_layout(self.data_dim, self.image_shape)  # raises with the fix
         elif self.image_shape is not None:
@@ -176,14 +178,15 @@ class _AmortizedFamily(ModelSpec):
     def _make_encoder(self, out_dim: int, extra: int):
         if self.network == "conv":
             return ConvEncoder(image_layout(self.data_dim, self.image_shape), out_dim, self.conv_channels, extra,
-                               self.hidden_dims[-1], self.activation)
-        return MLP(self.data_dim + extra, self.hidden_dims, out_dim, self.activation)
+                               self.hidden_dims[-1], self.activation, self.dropout)
+        return MLP(self.data_dim + extra, self.hidden_dims, out_dim, self.activation, self.dropout)
 
     def _make_decoder(self, in_dim: int):
         if self.network == "conv":
             return ConvDecoder(image_layout(self.data_dim, self.image_shape), in_dim, self._values_per_dim,
-                               self.conv_channels, self.hidden_dims[-1], self.activation)
-        return MLP(in_dim, tuple(reversed(self.hidden_dims)), self.data_dim * self._values_per_dim, self.activation)
+                               self.conv_channels, self.hidden_dims[-1], self.activation, self.dropout)
+        return MLP(in_dim, tuple(reversed(self.hidden_dims)), self.data_dim * self._values_per_dim, self.activation,
+                   self.dropout)
 
     def _initial_values(self, be, device, seed: int) -> dict:
         init = {}
@@ -388,6 +391,8 @@ class VAE(_AmortizedFamily):
         hidden_dims: widths of the MLP's hidden layers (encoder; the decoder mirrors them). For
             ``network="conv"`` the last one is the width of the dense layer after the convolutions.
         activation: nonlinearity between layers.
+        dropout: rate of dropout after every hidden layer while training (0: none; 0.2 regularises
+            the small digits set well). Evaluation, sampling and likelihoods use the whole network.
         likelihood: ``"bernoulli"`` (binary data), ``"categorical"`` (integer levels
             0..num_levels-1), or ``"gaussian"``.
         num_levels: L, the number of levels of a categorical likelihood (17 for the digits).
@@ -404,6 +409,7 @@ class VAE(_AmortizedFamily):
     latent_dim: int = 16
     hidden_dims: tuple = (256, 256)
     activation: Literal["relu", "gelu", "elu", "leaky_relu", "silu", "tanh", "softplus"] = "relu"
+    dropout: float = 0.0
     likelihood: Literal["bernoulli", "categorical", "gaussian"] = "bernoulli"
     num_levels: Optional[int] = None
     observation_scale: Optional[float] = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from ppgen.backends import is_training
 from ppgen.errors import ConfigError
 
 ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu", "silu", "tanh", "softplus")
@@ -38,6 +39,12 @@ class _TorchOps:
             return F.leaky_relu(x, 0.2)
         return {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "silu": F.silu, "tanh": self.xp.tanh,
                 "softplus": F.softplus}[name](x)
+
+    def dropout(self, x, rate: float):
+        """Inverted dropout of ``rate`` in training mode (torch's global RNG); identity otherwise."""
+        if rate <= 0 or not is_training():
+            return x
+        return self.F.dropout(x, rate, training=True)
 
     def reshape(self, x, shape):
         return x.reshape(shape)
@@ -81,6 +88,24 @@ class _JaxOps:
         return {"relu": nn.relu, "elu": nn.elu, "silu": nn.silu, "tanh": self.xp.tanh,
                 "softplus": nn.softplus}[name](x)
 
+    def dropout(self, x, rate: float):
+        """Inverted dropout of ``rate`` in training mode, with a key from NumPyro's seed handler
+        (``numpyro.prng_key()``); identity otherwise."""
+        if rate <= 0 or not is_training():
+            return x
+        import warnings
+
+        import numpyro
+
+        with warnings.catch_warnings():  # outside a seed handler: the error below says what to do
+            warnings.simplefilter("ignore", UserWarning)
+            key = numpyro.prng_key()
+        if key is None:
+            raise RuntimeError("dropout in training mode needs a random key: run the network inside a "
+                               "seeded NumPyro program (numpyro.handlers.seed), as SVI does")
+        keep = self.jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return self.xp.where(keep, x / (1.0 - rate), 0.0)
+
     def reshape(self, x, shape):
         return x.reshape(shape)
 
@@ -102,6 +127,13 @@ def ops_for(backend: str):
     if key not in _OPS:
         _OPS[key] = _TorchOps() if key == "torch" else _JaxOps()
     return _OPS[key]
+
+
+def _check_dropout(rate: float) -> float:
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"dropout must be a rate in [0, 1); got {rate}")
+    return rate
 
 
 def _check_activation(activation: str) -> None:
@@ -139,12 +171,15 @@ class Network:
 
 class MLP(Network):
     """A multilayer perceptron: ``in_dim → hidden_dims... → out_dim`` with ``activation``
-    between layers (none after the last).
+    between layers (none after the last), each hidden activation followed by dropout of rate
+    ``dropout`` in training mode.
 
     Parameters ``"{i}.weight"`` (out, in) and ``"{i}.bias"`` for layer i."""
 
-    def __init__(self, in_dim: int, hidden_dims: tuple, out_dim: int, activation: str = "relu"):
+    def __init__(self, in_dim: int, hidden_dims: tuple, out_dim: int, activation: str = "relu",
+                 dropout: float = 0.0):
         _check_activation(activation)
+        self.dropout = _check_dropout(dropout)
         self.sizes = (int(in_dim), *map(int, hidden_dims), int(out_dim))
         if min(self.sizes) < 1:
             raise ConfigError(f"MLP layer sizes must be positive; got {self.sizes}")
@@ -163,7 +198,7 @@ class MLP(Network):
         for i in range(last + 1):
             h = ops.linear(h, params[f"{i}.weight"], params[f"{i}.bias"])
             if i < last:
-                h = ops.activation(self.activation, h)
+                h = ops.dropout(ops.activation(self.activation, h), self.dropout)
         return h
 
 
@@ -195,11 +230,13 @@ class ConvEncoder(Network):
 
     The input is flattened channels-last (the data's own layout, ``x.reshape(N, -1)`` of
     (N, H, W, C) or (N, H, W) images); ``extra`` features (e.g. a one-hot label) join the
-    flattened convolutional features before the linear layer."""
+    flattened convolutional features before the linear layer; ``dropout`` follows that dense
+    hidden layer in training mode."""
 
     def __init__(self, image_shape: tuple, out_dim: int, channels: tuple = (32, 64), extra_dim: int = 0,
-                 hidden_dim: int = 256, activation: str = "relu"):
+                 hidden_dim: int = 256, activation: str = "relu", dropout: float = 0.0):
         _check_activation(activation)
+        self.dropout = _check_dropout(dropout)
         self.height, self.width, self.in_channels = image_shape
         self.channels = tuple(int(c) for c in channels)
         if len(self.channels) != 2 or min(self.channels) < 1:
@@ -225,17 +262,19 @@ class ConvEncoder(Network):
         if extra is not None:
             h = ops.concat([h, extra])
         h = ops.activation(self.activation, ops.linear(h, params["hidden.weight"], params["hidden.bias"]))
-        return ops.linear(h, params["out.weight"], params["out.bias"])
+        return ops.linear(ops.dropout(h, self.dropout), params["out.weight"], params["out.bias"])
 
 
 class ConvDecoder(Network):
     """A linear layer to a (C₂, H/4, W/4) grid, then two (2× nearest upsampling, 3×3
     convolution) stages: (…, in_dim) → (…, H·W·C, values_per_pixel), in the data's
-    channels-last order (the last axis is dropped when ``values_per_pixel`` is 1)."""
+    channels-last order (the last axis is dropped when ``values_per_pixel`` is 1); ``dropout``
+    follows the first dense layer in training mode."""
 
     def __init__(self, image_shape: tuple, in_dim: int, values_per_pixel: int = 1, channels: tuple = (32, 64),
-                 hidden_dim: int = 256, activation: str = "relu"):
+                 hidden_dim: int = 256, activation: str = "relu", dropout: float = 0.0):
         _check_activation(activation)
+        self.dropout = _check_dropout(dropout)
         self.height, self.width, self.out_channels = image_shape
         self.channels = tuple(int(c) for c in channels)
         self.in_dim, self.values, self.hidden_dim = int(in_dim), int(values_per_pixel), int(hidden_dim)
@@ -255,6 +294,7 @@ class ConvDecoder(Network):
         lead = tuple(z.shape[:-1])
         h = z if extra is None else ops.concat([z, extra])
         h = ops.activation(self.activation, ops.linear(h, params["hidden.weight"], params["hidden.bias"]))
+        h = ops.dropout(h, self.dropout)
         h = ops.activation(self.activation, ops.linear(h, params["grid.weight"], params["grid.bias"]))
         h = ops.reshape(h, (-1, c2, self.height // 4, self.width // 4))
         h = ops.activation(self.activation, ops.conv2d(ops.upsample2(h), params["conv0.weight"],

@@ -7,15 +7,36 @@ the two frameworks installed can use that one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 
 from ..errors import ConfigError
 
-__all__ = ["BACKENDS", "get_backend", "Backend"]
+__all__ = ["BACKENDS", "get_backend", "Backend", "training", "is_training"]
 
 BACKENDS = ("pyro", "numpyro")
 _CACHE: dict = {}
+_TRAINING = [False]
+
+
+@contextlib.contextmanager
+def training(on: bool = True):
+    """Within this context networks run in training mode (dropout active), like a torch
+    module's ``train()``; outside it they run in evaluation mode. SVI enters it for its
+    optimisation steps only, so validation, likelihoods and samples see the whole network.
+    (In the NumPyro backend the mode is read while JAX traces a step, so a jitted step keeps
+    the mode it was traced in.)"""
+    _TRAINING.append(bool(on))
+    try:
+        yield
+    finally:
+        _TRAINING.pop()
+
+
+def is_training() -> bool:
+    """Whether the code runs inside :func:`training` (see there)."""
+    return _TRAINING[-1]
 
 
 class Backend:
@@ -31,16 +52,25 @@ class Backend:
 
 def add_log_weight_term(terms: dict, lp, scale, observed: bool, sign: float) -> None:
     """Add one site's log-density ``lp`` (batch shape (particles, ...)) to the importance-weight
-    ``terms`` of a backend's ``log_weights``: per-example terms (particles, examples) unscaled in
-    ``local`` (``scale``, the minibatch's N / batch size, read from observed sites), terms outside
-    the data plate scaled in ``global``. Written once for torch and jax arrays."""
+    ``terms`` of a backend's ``log_weights``: per-example terms (particles, examples) in
+    ``local``, terms outside the data plate in ``global``, each times its site's ``scale``.
+    :func:`finish_log_weights` then divides ``local`` by the observed sites' scale (the
+    minibatch's N / batch size), so per-example terms come out unscaled except for a weight
+    on the latent sites alone (β of KL warm-up). Written once for torch and jax arrays."""
     if lp.ndim >= 2:  # (particles, examples, ...): a per-example term
-        terms["local"] = terms["local"] + sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
+        terms["local"] = terms["local"] + sign * scale * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
         if observed:
             terms["scale"] = scale
     else:
         terms["global"] = terms["global"] + sign * lp * scale
         terms["global_latent"] = terms["global_latent"] or not observed
+
+
+def finish_log_weights(terms: dict) -> dict:
+    """``terms`` with ``local`` divided by the minibatch scale (see :func:`add_log_weight_term`)."""
+    if hasattr(terms["local"], "shape"):
+        terms["local"] = terms["local"] / terms["scale"]
+    return terms
 
 
 def get_backend(name: str) -> "Backend":

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
-from . import add_log_weight_term
+from . import add_log_weight_term, finish_log_weights
 
 
 class _NumPyroPPL:
@@ -123,7 +123,7 @@ def log_weights(model, guide, batch: dict, num_particles: int, dim: int, rng_key
     terms = {"local": 0.0, "global": 0.0, "scale": 1.0, "global_latent": False}
     _site_terms(model_trace, 1.0, terms)
     _site_terms(guide_trace, -1.0, terms)
-    return terms
+    return finish_log_weights(terms)
 
 
 _COMPILED: dict = {}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from . import add_log_weight_term
+from . import add_log_weight_term, finish_log_weights
 
 _THREADS_SET = False
 
@@ -151,7 +151,73 @@ def log_weights(model, guide, batch: dict, num_particles: int, dim: int) -> dict
     terms = {"local": 0.0, "global": 0.0, "scale": 1.0, "global_latent": False}
     _site_terms(model_trace.nodes, 1.0, terms)
     _site_terms(guide_trace.nodes, -1.0, terms)
-    return terms
+    return finish_log_weights(terms)
+
+
+def _latent(site) -> bool:
+    return site["type"] == "sample" and not site["is_observed"] and not _is_plate_site(site)
+
+
+def _scaled_sum(lp, site):
+    if site["mask"] is not None and site["mask"] is not True:
+        lp = torch.where(torch.as_tensor(site["mask"], device=lp.device), lp, lp.new_zeros(()))
+    return (lp * site["scale"]).sum()
+
+
+def all_reparameterized(model, guide, batch: dict) -> bool:
+    """Whether every latent of ``model`` is drawn by ``guide`` from a distribution with a
+    reparameterised sampler (no enumeration, no score-function terms): the programs
+    :func:`reparam_elbo_loss` computes exactly (traced once)."""
+    from pyro import poutine
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(**batch)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
+    guide_latents = {n: s for n, s in guide_trace.nodes.items() if _latent(s)}
+    if any(not s["fn"].has_rsample or s["infer"].get("enumerate") for s in guide_latents.values()):
+        return False
+    return all(n in guide_latents for n, s in model_trace.nodes.items() if _latent(s))
+
+
+def reparam_elbo_loss(model, guide, batch: dict, analytic_kl: bool, num_particles: int = 1):
+    """The negative ELBO, differentiable, for programs where :func:`all_reparameterized` holds.
+
+    Per particle: Σ scale·log p(x | z) over observed sites, minus for each latent either the
+    closed-form KL(q ‖ p) (``analytic_kl`` and the pair has one registered) or the Monte
+    Carlo log q(z) − log p(z); guide-only latents add −log q(z). The value and its gradient
+    are those of Pyro's Trace_ELBO (``analytic_kl=False``) and TraceMeanField_ELBO
+    (``analytic_kl=True``) with the same draws; it skips their graph and score-function
+    bookkeeping, which with one small network per site costs a good share of a step."""
+    from pyro import poutine
+    from pyro.distributions.kl import kl_divergence
+
+    total = 0.0
+    for _ in range(num_particles):
+        guide_trace = poutine.trace(guide).get_trace(**batch)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
+        elbo = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or _is_plate_site(site):
+                continue
+            if site["is_observed"]:
+                elbo = elbo + _scaled_sum(site["fn"].log_prob(site["value"]), site)
+                continue
+            q = guide_trace.nodes[name]
+            if analytic_kl:
+                try:
+                    kl = kl_divergence(q["fn"], site["fn"])
+                except NotImplementedError:
+                    pass
+                else:
+                    elbo = elbo - _scaled_sum(kl.expand(q["fn"].batch_shape), q)
+                    continue
+            elbo = elbo + _scaled_sum(site["fn"].log_prob(site["value"]), site) \
+                - _scaled_sum(q["fn"].log_prob(site["value"]), q)
+        for name, q in guide_trace.nodes.items():
+            if _latent(q) and name not in model_trace.nodes:
+                elbo = elbo - _scaled_sum(q["fn"].log_prob(q["value"]), q)
+        total = total - elbo
+    return total / num_particles
 
 
 def importance_log_weights(model, guide, params: dict, batch: dict, num_particles: int, dim: int,
@@ -207,6 +273,8 @@ class PyroBackend:
     log_likelihood = staticmethod(log_likelihood)
     log_weights = staticmethod(log_weights)
     importance_log_weights = staticmethod(importance_log_weights)
+    all_reparameterized = staticmethod(all_reparameterized)
+    reparam_elbo_loss = staticmethod(reparam_elbo_loss)
     run_with_params = staticmethod(run_with_params)
     xp = torch
 

@@ -182,8 +182,8 @@ def test_bad_input_is_refused_with_the_fix():
         ppgen.fit(models.HVAE(64), datasets.load("digits", view="binary"), inference.SVI(elbo="meanfield"))
     with pytest.raises(IncompatibleInference, match="NUTS cannot sample a VAE's per-example latents.*SVI"):
         ppgen.fit(models.VAE(64), datasets.load("digits", view="binary"), "nuts")
-    with pytest.raises(ConfigError, match="no separate KL term"):
-        inference.SVI(elbo="iwae", kl_warmup=100)
+    with pytest.raises(ConfigError, match="sums discrete latents out"):
+        inference.SVI(elbo="enum", kl_warmup=100)
     with pytest.raises(ConfigError, match="not one of"):
         models.VAE(64, activation="swish")
 
@@ -200,3 +200,159 @@ def test_cuda_training_keeps_data_and_parameters_on_the_gpu():
                     backend="pyro", device="cuda", callbacks=[check])
     assert seen == [1, 2, 3, 4, 5]
     assert np.isfinite(fit.log_likelihood(data.test[:10], num_samples=10)).all()
+
+
+@pytest.mark.parametrize("elbo", ["meanfield", "trace"])
+def test_lean_pyro_elbo_equals_pyros_own_loss_and_gradient(elbo):
+    """The reparameterised fast path gives Pyro's Trace(MeanField)_ELBO value and gradient on
+    the same draws: a minibatch (plate scaling), a β weight, and a two-layer HVAE."""
+    import pyro
+    import torch
+
+    from ppgen.backends import get_backend
+    from ppgen.inference.svi import _bind, _scale_latents
+
+    be = get_backend("pyro")
+    x = RNG.integers(0, 17, (30, 64)).astype(np.float32)
+    own = {"meanfield": pyro.infer.TraceMeanField_ELBO(), "trace": pyro.infer.Trace_ELBO()}[elbo]
+    specs = [models.VAE(64, latent_dim=3, hidden_dims=(16,), likelihood="categorical", num_levels=17)]
+    if elbo == "trace":
+        specs.append(models.HVAE(64, latent_dims=(4, 2), hidden_dims=(8,), likelihood="categorical", num_levels=17))
+    for spec in specs:
+        program = spec.build("pyro", "latent", data=np.zeros((300, 64), np.float32))
+        model, guide = _bind(program, program.model), _bind(program, program.guide)
+        batch = {"x": torch.as_tensor(x), "index": torch.arange(30)}
+        with pyro.get_param_store().scope():
+            assert be.all_reparameterized(model, guide, batch)
+            results = []
+            for fn in (lambda: own.differentiable_loss(model, guide, **batch),
+                       lambda: be.reparam_elbo_loss(model, guide, batch, elbo == "meanfield")):
+                torch.manual_seed(3)
+                with _scale_latents("pyro", 0.3):
+                    loss = fn()
+                params = list(pyro.get_param_store()._params.values())
+                grads = torch.autograd.grad(loss, params)
+                results.append((loss.item(), torch.cat([g.flatten() for g in grads])))
+        assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+        torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-3)
+
+
+def test_lean_pyro_elbo_is_not_used_for_discrete_or_score_function_guides():
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    from ppgen.backends import get_backend
+
+    def model(x):
+        k = pyro.sample("k", dist.Bernoulli(0.5))
+        pyro.sample("x", dist.Normal(k, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("k", dist.Bernoulli(pyro.param("p", torch.tensor(0.5))))
+
+    with pyro.get_param_store().scope():
+        assert not get_backend("pyro").all_reparameterized(model, guide, {"x": torch.tensor(0.0)})
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_ema_of_parameters_is_the_fits_result(backend):
+    """With SVI(ema=d) the fit's parameters are e_t = d·e_{t−1} + (1 − d)·θ_t, e_0 = θ_0, over
+    the raw parameters θ_t the optimiser produced (recomputed here from the raw trajectory)."""
+    from ppgen.backends import get_backend
+
+    spec = models.VAE(64, latent_dim=2, hidden_dims=(8,), dropout=0.2, likelihood="categorical", num_levels=17)
+    x = RNG.integers(0, 17, (40, 64)).astype(np.float32)
+    alg = inference.SVI(elbo="meanfield", steps=5, batch_size=20, lr=0.05, ema=0.6)
+    be = get_backend(backend)
+    program = spec.build(backend, "latent", data=x)
+    batch = {"x": be.asarray(x[:20]), "index": be.ppl.index(np.arange(20))}
+
+    def raw(state):
+        if backend == "pyro":
+            return {k: v.detach().numpy().copy() for k, v in state["store"]["params"].items()}
+        return {k: np.asarray(v) for k, v in state["engine"].optim.get_params(state["svi_state"].optim_state).items()}
+
+    state = alg.init(program, batch, seed=0)
+    ema = raw(state)
+    for _ in range(5):
+        state, _ = alg.step(state, batch)
+        ema = {k: 0.6 * ema[k] + 0.4 * v for k, v in raw(state).items()}
+        assert not np.allclose(raw(state)["decoder.0.weight"], ema["decoder.0.weight"])
+    params = alg.result(state).params
+    for k in ema:
+        np.testing.assert_allclose(params[k], ema[k], rtol=1e-5, atol=1e-6)
+    assert alg.ema_decay_at(0) == 0.6
+    assert inference.SVI(ema=0.999, ema_warmup=True).ema_decay_at(0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_dropout_only_in_training_mode(backend):
+    from ppgen.backends import training
+
+    net = MLP(10, (400,), 400, "relu", dropout=0.25)
+    ops = ops_for(backend)
+    params = {k: ops.xp.asarray(v) for k, v in net.init(seed=1).items()}
+    x = ops.xp.asarray(RNG.normal(size=(50, 10)).astype(np.float32))
+    hidden = MLP(10, (400,), 400, "relu")
+    assert np.allclose(np.asarray(net.apply(ops, params, x)), np.asarray(hidden.apply(ops, params, x)))
+    if backend == "numpyro":
+        import numpyro
+
+        with training(), pytest.raises(RuntimeError, match="random key"):
+            net.apply(ops, params, x)
+        seeded = numpyro.handlers.seed(rng_seed=0)
+    else:
+        import contextlib
+
+        seeded = contextlib.nullcontext()
+    with seeded, training():
+        a, b = np.asarray(net.apply(ops, params, x)), np.asarray(net.apply(ops, params, x))
+        h = np.asarray(ops.dropout(ops.xp.ones((200, 400)), 0.25))
+    assert not np.allclose(a, b)
+    assert np.mean(h == 0) == pytest.approx(0.25, abs=0.01)
+    assert set(np.unique(h)) == {0.0, np.float32(1 / 0.75)}
+    with pytest.raises(ConfigError, match="dropout"):
+        MLP(3, (4,), 2, dropout=1.0)
+    with pytest.raises(ConfigError, match="dropout"):
+        models.VAE(64, dropout=-0.1)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_iwae_weights_with_warmup_weight_only_the_latent_terms(backend):
+    """Under KL warm-up, log w = log p(x|z) + β (log p(z) − log q(z|x)) per example: linear in β
+    on the same draws, and the latent terms count (β = 0 and β = 1 differ)."""
+    import contextlib
+
+    from ppgen.backends import get_backend
+    from ppgen.inference.svi import _bind, _scale_latents
+
+    be = get_backend(backend)
+    spec = models.VAE(64, latent_dim=3, hidden_dims=(8,), likelihood="categorical", num_levels=17)
+    x = RNG.integers(0, 17, (12, 64)).astype(np.float32)
+    program = spec.build(backend, "latent", data=np.zeros((120, 64), np.float32))
+    model, guide = _bind(program, program.model), _bind(program, program.guide)
+    batch = {"x": be.asarray(x), "index": be.ppl.index(np.arange(12))}
+    params = {}
+    for i, (name, net) in enumerate(spec._networks().items()):
+        params.update({f"{name}.{k}": v for k, v in net.init(i).items()})
+
+    def local(beta):
+        with _scale_latents(backend, beta) if beta is not None else contextlib.nullcontext():
+            if backend == "pyro":
+                import torch
+
+                from ppgen.backends._pyro import params_in_store
+
+                with params_in_store(params), torch.no_grad():
+                    torch.manual_seed(0)
+                    return be.log_weights(model, guide, batch, 4, -2)["local"].numpy()
+            import jax
+
+            jparams = {k: jax.numpy.asarray(v) for k, v in params.items()}
+            return np.asarray(be.log_weights(model, guide, batch, 4, -2, jax.random.PRNGKey(0), jparams)["local"])
+
+    w0, w1, w3 = local(0.0), local(None), local(0.3)
+    assert w0.shape == (4, 12)
+    np.testing.assert_allclose(w3, w0 + 0.3 * (w1 - w0), rtol=1e-4, atol=1e-3)
+    assert not np.allclose(w1, w0)
