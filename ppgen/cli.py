@@ -918,15 +918,15 @@ def _demo_vae(run_dir: Path, quick: bool, seed: int, stages) -> dict:
     from .models import VAE
 
     data = datasets.load("digits", view="categorical")
-    spec = VAE(data.data_dim, latent_dim=16, hidden_dims=(256, 256), activation="elu", likelihood="categorical",
-               num_levels=17)
+    spec = VAE(data.data_dim, latent_dim=16, hidden_dims=(256, 256), activation="elu", dropout=0.2,
+               likelihood="categorical", num_levels=17)
     epochs, samples = (DEMO_QUICK_VAE_EPOCHS, 50) if quick else (DEMO_VAE_EPOCHS, 1000)
-    steps = math.ceil(data.train.shape[0] / 100)
-    stages.start(f"fit {type(spec).__name__}(latent_dim=16, hidden (256, 256)) to digits (categorical) by "
-                 f"SVI(meanfield), up to {epochs} epochs with early stopping, pyro")
-    fit = ppgen.fit(spec, data, SVI(elbo="meanfield", epochs=epochs, batch_size=100, lr=1e-3), backend="pyro",
-                    seed=seed, run_dir=run_dir, progress=False,
-                    early_stopping=ppgen.EarlyStopping(every=steps, patience=40))
+    steps = math.ceil(data.train.shape[0] / 64)
+    svi = SVI(elbo="meanfield", epochs=epochs, batch_size=64, lr=1e-3, kl_warmup=30 * steps, ema=0.999)
+    stages.start(f"fit {type(spec).__name__}(latent_dim=16, hidden (256, 256), dropout 0.2) to digits (categorical) "
+                 f"by SVI(meanfield, KL warm-up, EMA of the weights), up to {epochs} epochs with early stopping, pyro")
+    fit = ppgen.fit(spec, data, svi, backend="pyro", seed=seed, run_dir=run_dir, progress=False,
+                    early_stopping=ppgen.EarlyStopping(every=steps, patience=50))
     seconds = stages.end(f"{fit.history[-1]['epoch'] + 1} epochs; run folder {run_dir}")
     stages.start(f"samples, reconstructions, traversals; test NLL by importance sampling ({samples} samples)")
     metrics, files = _after_fit(fit, data, run_dir, seconds, seed, splits=("val", "test"), num_samples=samples)

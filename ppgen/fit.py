@@ -429,24 +429,34 @@ class Fit:
         data); lower is better. Point-estimate fits only."""
         return self._information_criterion(x, lambda n: 2.0)
 
-    def sample(self, n: int, seed: int = 0, *, labels=None) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, *, labels=None, mean: bool = False) -> np.ndarray:
         """``n`` new examples as a numpy array shaped like the training data (n, *shape).
 
         For a conditional family (CVAE) ``labels`` gives each sample's label; by default they
-        cycle through the classes 0, 1, ..., so that consecutive samples show every class."""
+        cycle through the classes 0, 1, ..., so that consecutive samples show every class.
+        ``mean=True`` (VAE families) draws the latents and returns the decoder's expected
+        x given them (the images VAE papers show) instead of a draw of every value."""
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"sample(n={n!r}) needs a positive integer")
         if self.model.family == "program":
             raise ConfigError("sample() on a user Program is not available; run your model forward "
                               "with numpyro.infer.Predictive or pyro.infer.Predictive")
+        extra = {}
+        if mean:
+            import inspect
+
+            if "mean" not in inspect.signature(self.model.sample).parameters:
+                raise ConfigError(f"sample(mean=True) applies to families with a decoder (VAE, CVAE, HVAE); "
+                                  f"{type(self.model).__name__} samples are draws (drop mean=)")
+            extra["mean"] = True
         if getattr(self.model, "conditional", False):
             labels = np.arange(n) % self.model.num_classes if labels is None else labels
-            out = self.model.sample(self.backend, self.params, int(n), seed, labels=labels)
+            out = self.model.sample(self.backend, self.params, int(n), seed, labels=labels, **extra)
             return out.reshape((n,) + self.data_shape)
         if labels is not None:
             raise ConfigError(f"{type(self.model).__name__} is not conditional; drop labels= (a CVAE takes them)")
         if self.posterior is None:
-            out = self.model.sample(self.backend, self.params, int(n), seed)
+            out = self.model.sample(self.backend, self.params, int(n), seed, **extra)
         else:
             draws = self._draws()  # one posterior draw per new example
             total = next(iter(draws.values())).shape[0]

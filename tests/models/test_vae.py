@@ -136,6 +136,9 @@ def test_cvae_learns_its_labels_and_arviz_export():
     assert samples.shape == (200, 8, 8) and samples.dtype == np.int64
     accuracy = ppgen.metrics.conditional_accuracy(samples, labels)
     assert accuracy.overall >= 0.8, accuracy
+    means = fit.sample(200, labels=labels, seed=1, mean=True)   # the decoder's expected image given z, y
+    assert means.shape == (200, 8, 8) and means.dtype == np.float64 and 0 <= means.min() <= means.max() <= 16
+    assert ppgen.metrics.conditional_accuracy(means, labels).overall >= accuracy.overall
     ll = fit.log_likelihood(data.test[:50], labels=data.labels.test[:50], num_samples=100)
     assert np.isfinite(ll).all() and -150 < ll.mean() < -60
     idata = fit.to_arviz(x=data.test[:6], labels=data.labels.test[:6], num_predictive=30)
@@ -182,6 +185,8 @@ def test_bad_input_is_refused_with_the_fix():
         ppgen.fit(models.HVAE(64), datasets.load("digits", view="binary"), inference.SVI(elbo="meanfield"))
     with pytest.raises(IncompatibleInference, match="NUTS cannot sample a VAE's per-example latents.*SVI"):
         ppgen.fit(models.VAE(64), datasets.load("digits", view="binary"), "nuts")
+    with pytest.raises(ConfigError, match=r"mean=True\) applies to families with a decoder"):
+        ppgen.fit(models.PPCA(64, 2), datasets.load("digits"), "closed_form").sample(3, mean=True)
     with pytest.raises(ConfigError, match="sums discrete latents out"):
         inference.SVI(elbo="enum", kl_warmup=100)
     with pytest.raises(ConfigError, match="not one of"):
