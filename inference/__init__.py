@@ -4,6 +4,7 @@
 - :class:`ClosedForm` — maximum likelihood by formula (PPCA).
 - :class:`EM` — expectation–maximisation (PPCA, GMM).
 - :class:`SVI` — stochastic variational inference with a choice of ELBO and guide.
+- :class:`DiffusionLoss` — the diffusion objectives (simple, variational bound, hybrid) as SVI losses.
 - :class:`NUTS`, :class:`HMC` — Hamiltonian Monte Carlo.
 
 Every object states which models it serves; a mismatch is refused before any work with an
@@ -12,8 +13,9 @@ error naming what would work.
 
 from .base import Inference, Result
 from .closed_form import ClosedForm
+from .diffusion import DiffusionLoss
 from .em import EM
 from .mcmc import HMC, NUTS
 from .svi import SVI
 
-__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC"]
+__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC", "DiffusionLoss"]

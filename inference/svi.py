@@ -5,7 +5,8 @@ The loss and the guide are arguments, not subclasses:
 - ``elbo``: ``"trace"`` (Monte Carlo ELBO), ``"meanfield"`` (analytic KL where the backend
   has it), ``"iwae"`` (the importance-weighted bound with ``num_particles`` = K samples),
   ``"renyi"`` (the Rényi bound with ``alpha``; alpha=0 is the IWAE bound), ``"enum"``
-  (discrete latents summed out), or a custom loss (see below).
+  (discrete latents summed out), the diffusion losses ``"simple"``, ``"vlb"``, ``"hybrid"``
+  of ``inference/diffusion.py`` (diffusion families), or a custom loss (see below).
 - ``ema``: an exponential moving average of the parameters (Polyak averaging), kept next to
   the optimised ones and used for everything after the step: validation (early stopping),
   the fit's parameters, likelihoods and samples.
@@ -56,7 +57,8 @@ from .base import Inference, Result
 
 __all__ = ["SVI", "SVIInfo", "ELBOS", "LOCAL_GUIDES", "GLOBAL_GUIDES"]
 
-ELBOS = ("trace", "meanfield", "iwae", "renyi", "enum")
+ELBOS = ("trace", "meanfield", "iwae", "renyi", "enum", "simple", "vlb", "hybrid")
+DIFFUSION_LOSSES = ("simple", "vlb", "hybrid")
 LOCAL_GUIDES = ("amortized", "per_example")
 GLOBAL_GUIDES = ("normal", "multivariate_normal", "low_rank_normal", "delta")
 
@@ -74,8 +76,9 @@ class SVI(Inference):
     Adam on minibatches.
 
     Args:
-        elbo: ``"trace"``, ``"meanfield"``, ``"iwae"``, ``"renyi"``, ``"enum"`` or a custom loss
-            callable.
+        elbo: ``"trace"``, ``"meanfield"``, ``"iwae"``, ``"renyi"``, ``"enum"``, a diffusion loss
+            (``"simple"``, ``"vlb"``, ``"hybrid"``) or a custom loss callable.
+        hybrid_weight: λ of the diffusion loss ``"hybrid"`` (simple + λ·vlb).
         guide: ``"auto"``, a local guide of the family, or an automatic global guide.
         steps: optimisation steps (ignored when ``epochs`` is set).
         epochs: passes over the training set; sets ``steps = epochs * ceil(N / batch_size)``.
@@ -104,6 +107,7 @@ class SVI(Inference):
     """
 
     elbo: Any = "trace"
+    hybrid_weight: float = 0.001
     guide: Literal["auto", "amortized", "per_example", "normal", "multivariate_normal",
                    "low_rank_normal", "delta"] = "auto"
     steps: int = 2000
@@ -146,6 +150,10 @@ class SVI(Inference):
         self._require(self.kl_warmup >= 0, f"kl_warmup must be >= 0 steps; got {self.kl_warmup}")
         self._require(self.beta > 0 and math.isfinite(self.beta), f"beta must be positive; got {self.beta}")
         self._require(0 <= self.ema < 1, f"ema is a decay in [0, 1) (e.g. 0.999, or 0 for none); got {self.ema}")
+        self._require(self.hybrid_weight >= 0, f"hybrid_weight must be >= 0; got {self.hybrid_weight}")
+        if self.elbo in DIFFUSION_LOSSES and (self.kl_warmup or self.beta != 1):
+            raise ConfigError(f"SVI: kl_warmup and beta weight latent terms of an ELBO; the diffusion loss "
+                              f"{self.elbo!r} has none. Drop kl_warmup/beta")
         if self.elbo == "enum" and (self.kl_warmup or self.beta != 1):
             raise ConfigError("SVI: kl_warmup and beta weight the latent terms of elbo='trace', 'meanfield', "
                               "'iwae' or 'renyi'; elbo='enum' sums discrete latents out exactly. Drop "
@@ -163,6 +171,10 @@ class SVI(Inference):
                     f"brings its own guide, or uses guide='auto' or one of {list(GLOBAL_GUIDES)}")
             return "user"
         local = getattr(model, "local_guides", ())
+        if self.elbo in DIFFUSION_LOSSES and not getattr(model, "diffusion", False):
+            self._refuse(model, f"elbo={self.elbo!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
+                                f"and {type(model).__name__} is not a diffusion model; use models.DDPM, or an ELBO "
+                                f"such as 'meanfield'")
         refusal = getattr(model, "elbo_refusals", {}).get(self.elbo) if isinstance(self.elbo, str) else None
         if refusal:
             raise ConfigError(f"SVI(elbo={self.elbo!r}) cannot fit {type(model).__name__}: {refusal}")
@@ -207,6 +219,15 @@ class SVI(Inference):
         """The moving average's decay after (0-based) ``step``: ``ema``, or with ``ema_warmup``
         min(ema, (1 + t) / (10 + t))."""
         return min(self.ema, (1.0 + step) / (10.0 + step)) if self.ema_warmup else self.ema
+
+    def _diffusion_loss(self):
+        from .diffusion import DiffusionLoss
+
+        return DiffusionLoss(self.elbo, self.hybrid_weight)
+
+    @property
+    def _custom(self) -> bool:
+        return callable(self.elbo) or self.elbo in DIFFUSION_LOSSES
 
     @property
     def _weighs_latents(self) -> bool:
@@ -364,8 +385,12 @@ def importance_bound(terms: dict, alpha: float, num_particles: int, logsumexp):
 
 
 class _ProgramView(NamedTuple):
+    """What a custom loss gets: the bound ``model`` and ``guide``, and the ``program`` they
+    came from (a BuiltProgram: spec, backend, num_data, extras)."""
+
     model: Any
     guide: Any
+    program: Any = None
 
 
 def _latent_site_names(be, model, batch):
@@ -383,6 +408,8 @@ class _PyroSVI:
 
         if svi.elbo in ("iwae", "renyi"):
             return None
+        if svi.elbo in DIFFUSION_LOSSES:
+            return svi._diffusion_loss()
         return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer, program)
 
     @staticmethod
@@ -399,8 +426,8 @@ class _PyroSVI:
     @classmethod
     def _loss(cls, svi, state, batch, differentiable=True):
         model, guide, elbo = state["model"], state["guide"], state["elbo"]
-        if callable(svi.elbo):
-            return elbo(_ProgramView(model, guide), batch)
+        if svi._custom:
+            return elbo(_ProgramView(model, guide, state["program"]), batch)
         if svi.elbo in ("iwae", "renyi"):
             import torch
 
@@ -513,7 +540,7 @@ class _PyroSVI:
         be = get_backend("pyro")
         rng = {"rng": None}
         with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad(), cls._averaged(state):
-            if callable(svi.elbo) or svi.elbo in ("iwae", "renyi"):
+            if svi._custom or svi.elbo in ("iwae", "renyi"):
                 value = float(cls._loss(svi, state, batch))
             else:
                 value = state["elbo"].loss(state["model"], state["guide"], **batch)
@@ -625,7 +652,9 @@ class _NumPyroSVI:
         if svi.elbo in ("iwae", "renyi"):
             return _NumPyroImportanceLoss(0.0 if svi.elbo == "iwae" else svi.alpha, svi.num_particles,
                                           -1 - program.max_plate_nesting)
-        return _NumPyroCustomLoss(svi.elbo) if callable(svi.elbo) else _make_elbo(svi, numpyro.infer, program)
+        if svi._custom:
+            return _NumPyroCustomLoss(svi._diffusion_loss() if svi.elbo in DIFFUSION_LOSSES else svi.elbo, program)
+        return _make_elbo(svi, numpyro.infer, program)
 
     @staticmethod
     def _auto_guide(svi: SVI, name: str, model, program):
@@ -659,7 +688,10 @@ class _NumPyroSVI:
         else:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
         engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
-        svi_state = engine.init(jax.random.PRNGKey(seed), **batch)
+        # a diffusion model's program runs all T steps per example: find its parameters on one row
+        first = {k: (v[:1] if hasattr(v, "shape") and v.ndim else v) for k, v in batch.items()} \
+            if svi.elbo in DIFFUSION_LOSSES else batch
+        svi_state = engine.init(jax.random.PRNGKey(seed), **first)
 
         def update(st, ema, b, decay):
             with training():  # read while JAX traces: the compiled step has dropout on
@@ -775,12 +807,12 @@ class _NumPyroImportanceLoss:
 class _NumPyroCustomLoss:
     """Adapts ``loss(program, batch, params=, rng_key=)`` to NumPyro's ELBO interface."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, program=None):
+        self.fn, self.program = fn, program
 
     def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
         from numpyro import handlers
 
         view = _ProgramView(handlers.substitute(model, data=param_map),
-                            handlers.substitute(guide, data=param_map) if guide else None)
+                            handlers.substitute(guide, data=param_map) if guide else None, self.program)
         return self.fn(view, kwargs, params=param_map, rng_key=rng_key)

@@ -6,11 +6,13 @@
 - :class:`VAE`, :class:`CVAE` — the variational autoencoder and its conditional version
   (``models/vae.py``); :class:`HVAE` — the hierarchical VAE (``models/hvae.py``). Their
   networks are in ``models/nets/``.
+- :class:`DDPM` — denoising diffusion as a hierarchical latent chain (``models/ddpm.py``).
 """
 
+from .ddpm import DDPM
 from .gmm import GMM
 from .hvae import HVAE
 from .ppca import PPCA
 from .vae import CVAE, VAE
 
-__all__ = ["PPCA", "GMM", "VAE", "CVAE", "HVAE"]
+__all__ = ["PPCA", "GMM", "VAE", "CVAE", "HVAE", "DDPM"]

@@ -46,6 +46,8 @@ DEMO_DRAWS = 300
 DEMO_QUICK_DRAWS = 50
 DEMO_VAE_EPOCHS = 300
 DEMO_QUICK_VAE_EPOCHS = 3
+DEMO_DDPM_STEPS = 4000
+DEMO_QUICK_DDPM_STEPS = 30
 
 
 # ======================================================================================
@@ -432,14 +434,15 @@ def _title(fit) -> str:
     return f"{type(fit.model).__name__}, {fit.inference.title}, {fit.backend}"
 
 
-def _write_samples(fit, out, n: int, seed: int, reference=None) -> tuple:
-    """Draw ``n`` samples; write ``out`` (PNG, when the data are images or 2-D points) and a .npy.
+def _write_samples(fit, out, n: int, seed: int, reference=None, **options) -> tuple:
+    """Draw ``n`` samples (``options`` go to the family's sampler); write ``out`` (PNG, when
+    the data are images or 2-D points) and a .npy.
 
     Returns (png path or None, npy path)."""
     from . import plots
 
     out = Path(out)
-    x = np.asarray(fit.sample(n, seed=seed))
+    x = np.asarray(fit.sample(n, seed=seed, **options))
     npy = out.with_suffix(".npy")
     _save_npy(npy, x)
     meta = fit.config.get("data", {}) or {}
@@ -452,6 +455,30 @@ def _write_samples(fit, out, n: int, seed: int, reference=None) -> tuple:
         ref = None if reference is None else np.asarray(reference).reshape(-1, 2)
         return plots.scatter(x, out, reference=ref, title=_title(fit)), npy
     return None, npy
+
+
+def _write_chain(fit, out: Path, seed: int, columns: int = 11, **options):
+    """A diffusion model's chain from x_T (left) to x_0 (right) for one sample, as a strip of
+    images (image data) or of scatter panels of 200 chains (2-D points); None otherwise."""
+    from . import plots
+
+    if not getattr(fit.model, "diffusion", False):
+        return None
+    meta = fit.config.get("data", {}) or {}
+    shape = tuple(meta.get("shape") or ())
+    if len(shape) not in (1, 2, 3) or (len(shape) == 1 and shape != (2,)):
+        return None
+    num = 200 if shape == (2,) else 1
+    _, chain = fit.model.sample(fit.backend, fit.params, num, seed, return_chain=True, **options)
+    keep = np.unique(np.linspace(0, len(chain) - 1, columns).round().astype(int))
+    steps = len(chain) - 1
+    names = [f"step {steps - k} of {steps}" for k in keep]
+    if shape == (2,):
+        return plots.scatter_strip([chain[k] for k in keep], out, names, title=f"{_title(fit)}: the reverse chain")
+    states = [np.clip(chain[k][0], -1.0, 1.0) if fit.model.likelihood == "discretized_gaussian" else chain[k][0]
+              for k in keep]
+    images = np.stack([fit.model.to_data(s) for s in states]).reshape((len(keep),) + shape)
+    return plots.image_rows([images], out, shape, title=f"{_title(fit)}: one chain, x_T (left) to x_0 (right)")
 
 
 def _has_curves(history) -> bool:
@@ -478,7 +505,7 @@ def _after_fit(fit, dataset, run_dir: Path, seconds: float, seed: int,
     from .checkpoint import write_json
 
     png, npy = _write_samples(fit, run_dir / "samples.png", _sample_count(fit), seed, reference=dataset.train)
-    files = [p for p in (png, npy) if p is not None]
+    files = [p for p in (png, npy, _write_chain(fit, run_dir / "chain.png", seed)) if p is not None]
     if _has_curves(fit.history):
         files.append(plots.curves(fit.history, run_dir / "curves.png"))
     if hasattr(fit.model, "reconstruct"):
@@ -710,9 +737,17 @@ def _cmd_sample(argv: list) -> int:
                         help=f"number of samples (default: {SAMPLE_COUNT})")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--out", metavar="PATH", default=None, help="the .png to write (default: RUN/samples.png)")
+    diffusion = parser.add_argument_group("diffusion models (ddpm)")
+    diffusion.add_argument("--sampler", choices=["ddpm", "ddim"], default=None,
+                           help="ancestral sampling over all T steps, or DDIM (default: ddpm)")
+    diffusion.add_argument("--steps", type=int, default=None, help="DDIM steps, dividing T (default: 50)")
+    diffusion.add_argument("--eta", type=float, default=None, help="DDIM noise: 0 deterministic, 1 DDPM-like "
+                                                                    "(default: 0)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"-n must be at least 1; got {args.n}")
+    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta))
+               if v is not None}
     run = Path(args.run)
     fit = ppgen.load(run)
     out = Path(args.out) if args.out else run / "samples.png"
@@ -722,12 +757,15 @@ def _cmd_sample(argv: list) -> int:
             reference = _reload_data(fit.config["data"], run).train
         except (PPGenError, OSError):
             reference = None  # the scatter plot is still useful without the data behind it
-    png, npy = _write_samples(fit, out, args.n, args.seed, reference=reference)
+    png, npy = _write_samples(fit, out, args.n, args.seed, reference=reference, **options)
     if png is None:
         shape = fit.config.get("data", {}).get("shape")
         print(f"no figure: examples of shape {shape} are neither images nor 2-D points")
     else:
         print(f"wrote {png}")
+    chain = _write_chain(fit, out.with_name(out.stem + "_chain.png"), args.seed, **options)
+    if chain is not None:
+        print(f"wrote {chain} (the reverse chain of one sample)")
     print(f"wrote {npy} ({args.n} samples)")
     return 0
 
@@ -938,6 +976,38 @@ def _demo_vae(run_dir: Path, quick: bool, seed: int, stages) -> dict:
             "val_log_likelihood": metrics["val"]["log_likelihood"], "files": [str(f) for f in files]}
 
 
+def _demo_ddpm(run_dir: Path, quick: bool, seed: int, stages) -> dict:
+    """The demo's DDPM stage: a DDPM (T = 1000, MLP with time embedding, discretised 17-level
+    decoder) on the digits by the simple loss (pyro); sample grid and one reverse chain; the test
+    variational bound; the Fréchet distance of 1000 DDIM-50 samples to the test set."""
+    import ppgen
+
+    from . import datasets
+    from . import metrics as ppmetrics
+    from .inference import SVI
+    from .models import DDPM
+
+    data = datasets.load("digits", view="categorical")
+    spec = DDPM(data.data_dim, likelihood="discretized_gaussian", num_levels=17)
+    steps = DEMO_QUICK_DDPM_STEPS if quick else DEMO_DDPM_STEPS
+    svi = SVI(elbo="simple", steps=steps, batch_size=256, lr=2e-3, lr_decay=0.05, ema=0.999)
+    stages.start(f"fit DDPM(T={spec.timesteps}, MLP {spec.hidden_dims}) to digits (17 levels) by the simple loss, "
+                 f"{steps} steps, pyro")
+    fit = ppgen.fit(spec, data, svi, backend="pyro", seed=seed, run_dir=run_dir, progress=False)
+    seconds = stages.end(f"run folder {run_dir}")
+    stages.start("samples (ancestral, 1000 steps), one reverse chain, test variational bound")
+    metrics, files = _after_fit(fit, data, run_dir, seconds, seed, splits=("test",))
+    stages.end(f"test bound {_fmt(-metrics['test']['log_likelihood'], 2)} nats per image")
+    stages.start("Fréchet distance of 1000 DDIM-50 samples to the test images (shipped digits classifier)")
+    frechet = ppmetrics.digits_frechet_distance(fit.sample(1000, seed=seed, sampler="ddim", steps=50), data.test)
+    reference = ppmetrics.digits_frechet_distance(data.train, data.test)
+    stages.end(f"{_fmt(frechet, 2)} (train vs test: {_fmt(reference, 2)})")
+    return {"run_dir": str(run_dir), "model": spec.to_config(), "inference": fit.inference.to_config(),
+            "fit_seconds": seconds, "steps": steps, "test_log_likelihood": metrics["test"]["log_likelihood"],
+            "test_bits_per_dim": metrics["test"]["bits_per_dim"], "frechet_ddim50": frechet,
+            "frechet_train_test": reference, "files": [str(f) for f in files]}
+
+
 def _cmd_demo(argv: list) -> int:
     import ppgen
 
@@ -951,7 +1021,8 @@ def _cmd_demo(argv: list) -> int:
         description=f"Fit PPCA (latent_dim={DEMO_LATENT_DIM}) to the digits (view 'unit') by closed-form "
                     f"maximum likelihood and by NUTS ({DEMO_DRAWS} warm-up and {DEMO_DRAWS} draws, 2 chains), "
                     "both with numpyro; then a VAE on the 17-level digits by SVI (pyro, early stopping on "
-                    "the validation ELBO) with sample, reconstruction and traversal grids. Writes the run "
+                    "the validation ELBO) with sample, reconstruction and traversal grids; then a DDPM on the "
+                    "digits (pyro) with samples, a reverse chain and its test bound. Writes the run "
                     "folders with samples, metrics and, for NUTS, ArviZ plots; prints a comparison and "
                     "writes OUT/report.json.")
     parser.add_argument("--out", metavar="DIR", default="runs/demo", help="(default: runs/demo)")
@@ -1005,12 +1076,13 @@ def _cmd_demo(argv: list) -> int:
             print(table.to_string(), flush=True)
         report["runs"][key] = entry
     report["runs"]["vae"] = _demo_vae(out / "vae", quick, args.seed, stages)
+    report["runs"]["ddpm"] = _demo_ddpm(out / "ddpm", quick, args.seed, stages)
     report["total_seconds"] = time.perf_counter() - stages.origin
     write_json(out / "report.json", report)
 
     rows = []
     for key, entry in report["runs"].items():
-        if key == "vae":
+        if key in ("vae", "ddpm"):
             continue
         rows.append([key, _fmt(entry["test_log_likelihood"], 3), _fmt(entry["test_log_likelihood_se"], 3),
                      _fmt(entry["val_log_likelihood"], 3), f"{entry['fit_seconds']:.1f}",
@@ -1023,5 +1095,10 @@ def _cmd_demo(argv: list) -> int:
           f"(importance sampling, {vae['eval_samples']} samples), {vae['epochs']} epochs in "
           f"{vae['fit_seconds']:.1f} s; "
           f"grids in {vae['run_dir']}")
+    ddpm = report["runs"]["ddpm"]
+    print(f"DDPM on digits (discretised 17 levels): test bound {_fmt(-ddpm['test_log_likelihood'], 2)} nats per image "
+          f"({_fmt(ddpm['test_bits_per_dim'], 3)} bits/dim), Fréchet(DDIM-50 samples, test) "
+          f"{_fmt(ddpm['frechet_ddim50'], 2)} (train vs test {_fmt(ddpm['frechet_train_test'], 2)}), "
+          f"{ddpm['steps']} steps in {ddpm['fit_seconds']:.1f} s; samples and chain in {ddpm['run_dir']}")
     print(f"\nwrote {out / 'report.json'} (total {report['total_seconds']:.1f} s)")
     return 0

@@ -429,19 +429,29 @@ class Fit:
         data); lower is better. Point-estimate fits only."""
         return self._information_criterion(x, lambda n: 2.0)
 
-    def sample(self, n: int, seed: int = 0, *, labels=None, mean: bool = False) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, *, labels=None, mean: bool = False, **options) -> np.ndarray:
         """``n`` new examples as a numpy array shaped like the training data (n, *shape).
 
         For a conditional family (CVAE) ``labels`` gives each sample's label; by default they
         cycle through the classes 0, 1, ..., so that consecutive samples show every class.
         ``mean=True`` (VAE families) draws the latents and returns the decoder's expected
-        x given them (the images VAE papers show) instead of a draw of every value."""
+        x given them (the images VAE papers show) instead of a draw of every value.
+
+        ``options`` go to the family's sampler, e.g. a DDPM's ``sampler="ddim", steps=50, eta=0``."""
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"sample(n={n!r}) needs a positive integer")
         if self.model.family == "program":
             raise ConfigError("sample() on a user Program is not available; run your model forward "
                               "with numpyro.infer.Predictive or pyro.infer.Predictive")
-        extra = {}
+        extra = dict(options)
+        if options:
+            import inspect
+
+            accepted = inspect.signature(self.model.sample).parameters
+            unknown = sorted(set(options) - set(accepted))
+            if unknown:
+                raise ConfigError(f"{type(self.model).__name__}.sample takes no option {unknown[0]!r}; its options: "
+                                  f"{[p for p in accepted if p not in ('backend', 'params', 'num', 'seed')]}")
         if mean:
             import inspect
 
@@ -463,6 +473,13 @@ class Fit:
             pick = np.random.default_rng(seed).integers(0, total, size=n)
             out = self.model.sample(self.backend, {k: v[pick] for k, v in draws.items()}, 1, seed)
         return out.reshape((n,) + self.data_shape)
+
+    def bits_per_dim(self, x, *, seed: int = 0) -> np.ndarray:
+        """−log₂ p(x) per value for discrete data (a DDPM's bound / (D ln 2)), per row."""
+        if not hasattr(self.model, "bits_per_dim"):
+            raise ConfigError(f"{type(self.model).__name__} reports nats (log_likelihood); bits per dimension is "
+                              f"offered by models.DDPM on discrete data")
+        return self.model.bits_per_dim(self.backend, self.params, self.model.check_data(x, "x"), seed=seed)
 
     def to_arviz(self, x=None, *, num_predictive: int = 100, seed: int = 0, labels=None,
                  max_examples: int = 100):

@@ -25,7 +25,7 @@ import numpy as np
 from .checkpoint import atomic_write_bytes
 from .errors import ConfigError, DataError
 
-__all__ = ["curves", "image_grid", "scatter", "mixture"]
+__all__ = ["curves", "image_grid", "scatter", "scatter_strip", "mixture"]
 
 
 def _figure(width: float, height: float):
@@ -243,6 +243,42 @@ def scatter(points, path, reference=None, title: str | None = None) -> Path:
         ax.legend(loc="best", markerscale=max(1.0, 6.0 / size), frameon=False)
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def scatter_strip(panels: Sequence, path, names: Sequence[str] | None = None, title: str | None = None) -> Path:
+    """Save a row of scatter panels of 2-D points that share axes (e.g. a diffusion chain from
+    noise to data, one panel per step).
+
+    Args:
+        panels: a list of ``(n, 2)`` arrays, one per panel, left to right.
+        path: the ``.png`` file to write.
+        names: a label above each panel.
+        title: a title above the figure.
+
+    Returns:
+        Path: ``path``.
+    """
+    arrays = [np.asarray(p, dtype=np.float64) for p in panels]
+    if not arrays or any(a.ndim != 2 or a.shape[1] != 2 for a in arrays):
+        raise DataError(f"scatter_strip needs a list of (n, 2) arrays; got shapes {[a.shape for a in arrays]}")
+    if names is not None and len(names) != len(arrays):
+        raise DataError(f"scatter_strip got {len(names)} names for {len(arrays)} panels")
+    everything = np.concatenate(arrays)
+    low, high = np.quantile(everything, 0.005, axis=0), np.quantile(everything, 0.995, axis=0)
+    pad = 0.05 * (high - low + 1e-9)
+    fig = _figure(2.2 * len(arrays), 2.6)
+    for i, points in enumerate(arrays):
+        ax = fig.add_subplot(1, len(arrays), i + 1)
+        ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:blue", alpha=0.6, linewidths=0)
+        ax.set_xlim(low[0] - pad[0], high[0] + pad[0])
+        ax.set_ylim(low[1] - pad[1], high[1] + pad[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if names is not None:
+            ax.set_title(names[i], fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.06)
     return _save(fig, path)
 
 

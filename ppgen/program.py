@@ -52,6 +52,7 @@ class BuiltProgram:
         max_plate_nesting: how many plates nest in the model (None: the ELBO works it out).
         train: the training data as given (numpy, float64 kept), for algorithms that compute in
             float64 (closed form, EM); ``ppgen.fit`` sets it.
+        extras: family-specific callables that custom losses use (e.g. a DDPM's ``denoise``).
     """
 
     backend: str
@@ -64,6 +65,7 @@ class BuiltProgram:
     discrete_sites: tuple = ()
     max_plate_nesting: Optional[int] = None
     train: Optional[np.ndarray] = None
+    extras: dict = dataclasses.field(default_factory=dict)
 
     def precise_data(self, batch: dict):
         """The training data as float64 numpy (full precision when the user gave float64)."""

@@ -14,9 +14,9 @@ _ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "cl
 
 def model_classes() -> dict:
     """Family name -> spec class."""
-    from ppgen.models import CVAE, GMM, HVAE, PPCA, VAE
+    from ppgen.models import CVAE, DDPM, GMM, HVAE, PPCA, VAE
 
-    return {cls.family: cls for cls in (PPCA, GMM, VAE, CVAE, HVAE)}
+    return {cls.family: cls for cls in (PPCA, GMM, VAE, CVAE, HVAE, DDPM)}
 
 
 def inference_classes() -> dict:

@@ -1,4 +1,4 @@
-"""Networks of the deep families (VAE, CVAE, hierarchical VAE, ...), written once for both backends.
+"""Networks of the deep families (VAE, CVAE, hierarchical VAE, diffusion), written once for both backends.
 
 A network here is a *description* — its layer sizes — with three things:
 
@@ -6,14 +6,16 @@ A network here is a *description* — its layer sizes — with three things:
   ``weight`` is (out, in), a convolution's is (out, in, kh, kw));
 - ``init(seed)``: numpy initial values with PyTorch's default scheme (uniform in
   ±1/sqrt(fan_in)), so the same spec and seed start both backends at the same weights;
-- ``apply(ops, params, x)``: the forward pass over a dict of named arrays, where ``ops`` is
-  :data:`TORCH_OPS` or :data:`JAX_OPS` (``ops_for(backend)``).
+- ``apply(ops, params, x, ...)``: the forward pass over a dict of named arrays, where ``ops`` is
+  ``ops_for(backend)``, the primitives of PyTorch ("pyro") or JAX ("numpyro"); the third
+  argument is extra features (a label) for :class:`MLP` and the convolutional networks, and the
+  timesteps for the diffusion denoisers :class:`TimeMLP` and :class:`UNet`.
 
 A program registers each parameter with ``ppl.param("<network>.<name>", value)`` (see
 ``ppl.network``), so a fit's parameters carry the same names, shapes and meaning in Pyro and
 NumPyro: one backend's weights run unchanged in the other. Inputs may carry any number of
-leading dimensions (Monte Carlo particles, posterior draws): the last one (MLP) or the last
-three (images, channels first) are the features.
+leading dimensions (Monte Carlo particles, posterior draws): the last one holds the features
+(images flattened channels-last, as the data are).
 
 Example:
     >>> net = MLP(64, (256, 256), 32)
@@ -25,8 +27,9 @@ Example:
     (10, 32)
 """
 
+from ._diffusion import TimeMLP, UNet, timestep_embedding
 from ._layers import (ACTIVATIONS, IMAGE_SIZES, ConvDecoder, ConvEncoder, MLP, Network, image_layout,
                       ops_for)
 
-__all__ = ["Network", "MLP", "ConvEncoder", "ConvDecoder", "ACTIVATIONS", "IMAGE_SIZES", "ops_for",
-           "image_layout"]
+__all__ = ["Network", "MLP", "ConvEncoder", "ConvDecoder", "TimeMLP", "UNet", "timestep_embedding",
+           "ACTIVATIONS", "IMAGE_SIZES", "ops_for", "image_layout"]

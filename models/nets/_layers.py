@@ -52,8 +52,21 @@ class _TorchOps:
     def transpose(self, x, axes):
         return x.permute(*axes)
 
-    def concat(self, parts):
-        return self.xp.cat(parts, dim=-1)
+    def concat(self, parts, axis: int = -1):
+        return self.xp.cat(parts, dim=axis)
+
+    def group_norm(self, x, num_groups: int, weight, bias, eps: float = 1e-5):
+        """Group normalisation of (N, C, ...) over each group of C/num_groups channels (and all
+        positions), then a per-channel affine map: ``torch.nn.functional.group_norm``."""
+        return self.F.group_norm(x, num_groups, weight, bias, eps)
+
+    def asarray(self, value, like):
+        """``value`` (a number, numpy array or tensor) as a tensor on ``like``'s device (if it has one),
+        its dtype kept."""
+        return self.xp.as_tensor(value, device=getattr(like, "device", None))
+
+    def astype(self, x, dtype):
+        return x.to(dtype)
 
 
 class _JaxOps:
@@ -112,8 +125,27 @@ class _JaxOps:
     def transpose(self, x, axes):
         return x.transpose(axes)
 
-    def concat(self, parts):
-        return self.xp.concatenate(parts, axis=-1)
+    def concat(self, parts, axis: int = -1):
+        return self.xp.concatenate(parts, axis=axis)
+
+    def group_norm(self, x, num_groups: int, weight, bias, eps: float = 1e-5):
+        """Group normalisation of (N, C, ...) as ``torch.nn.functional.group_norm`` (biased variance);
+        the statistics of a half-precision ``x`` are taken in float32, the result has ``x``'s dtype."""
+        jnp = self.xp
+        n, c = x.shape[:2]
+        g = x.reshape((n, num_groups, -1)).astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean = g.mean(-1, keepdims=True)
+        var = jnp.square(g - mean).mean(-1, keepdims=True)
+        y = ((g - mean) * self.jax.lax.rsqrt(var + eps)).reshape(x.shape).astype(x.dtype)
+        affine = (1, c) + (1,) * (x.ndim - 2)
+        return y * weight.reshape(affine) + bias.reshape(affine)
+
+    def asarray(self, value, like):
+        """``value`` (a number or array) as a JAX array, its dtype kept (``like`` is for PyTorch's device)."""
+        return self.xp.asarray(value)
+
+    def astype(self, x, dtype):
+        return x.astype(dtype)
 
 
 _OPS: dict = {}

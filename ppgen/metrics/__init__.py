@@ -5,6 +5,13 @@ metrics for the 8x8 digits built on a classifier shipped with ppgen and run in
 pure NumPy (`digits_classifier`, `digits_frechet_distance`,
 `conditional_accuracy`; see ``ppgen.metrics.classifier``), plus the closed-form
 `frechet_distance` between two Gaussians.
+
+Two-sample metrics between generated samples and reference points in any
+dimension: the squared `energy_distance` and the squared maximum mean discrepancy
+`mmd` with a Gaussian kernel (both unbiased U-statistics by default, computed in
+blocks so 10 000 x 10 000 points fit in a few MB), and, for the Gaussian-mixture
+toys ``"ring"`` and ``"grid"``, `mode_coverage` / `mode_coverage_for` (modes
+covered, fraction of high-quality samples, samples per mode; a `ModeCoverage`).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._frechet import frechet_distance
+from ._samples import ModeCoverage, energy_distance, mmd, mode_coverage, mode_coverage_for
 from .classifier import (
     SCALES,
     ConditionalAccuracy,
@@ -26,12 +34,17 @@ __all__ = [
     "SCALES",
     "ConditionalAccuracy",
     "DigitsClassifier",
+    "ModeCoverage",
     "bits_per_dim",
     "conditional_accuracy",
     "digits_classifier",
     "digits_frechet_distance",
+    "energy_distance",
     "frechet_distance",
     "mean_log_likelihood",
+    "mmd",
+    "mode_coverage",
+    "mode_coverage_for",
     "view_to_scale",
 ]
 

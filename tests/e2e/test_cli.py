@@ -402,8 +402,8 @@ def test_demo_quick(capsys, tmp_path):
     assert code == 0, err
     report = json.loads((out_dir / "report.json").read_text())
     assert report["quick"] is True
-    assert set(report["runs"]) == {"closed_form", "nuts", "vae"}
-    for key in ("closed_form", "nuts", "vae"):
+    assert set(report["runs"]) == {"closed_form", "nuts", "vae", "ddpm"}
+    for key in ("closed_form", "nuts", "vae", "ddpm"):
         assert_png(out_dir / key / "samples.png")
         assert math.isfinite(read_metrics(out_dir / key)["test"]["log_likelihood"])
         assert math.isfinite(report["runs"][key]["test_log_likelihood"])
@@ -414,6 +414,9 @@ def test_demo_quick(capsys, tmp_path):
     for name in ("reconstructions.png", "traversals.png"):
         assert_png(out_dir / "vae" / name)
     assert "VAE on digits (17-level categorical): test NLL" in out
+    assert_png(out_dir / "ddpm" / "chain.png")
+    assert "DDPM on digits (discretised 17 levels): test bound" in out
+    assert math.isfinite(report["runs"]["ddpm"]["frechet_ddim50"])
 
 
 def test_fit_vae_writes_grids_and_latent_map_and_inspect_shows_q_of_z(capsys, tmp_path, monkeypatch):
@@ -440,3 +443,22 @@ def test_fit_cvae_scores_with_the_split_labels(capsys, tmp_path):
     metrics = json.loads((tmp_path / "cvae" / "metrics.json").read_text())
     assert metrics["test"]["num_examples"] == 447 and math.isfinite(metrics["test"]["log_likelihood"])
     assert np.load(tmp_path / "cvae" / "samples.npy").shape == (100, 8, 8)  # 10 labels x 10 draws
+
+
+def test_fit_ddpm_then_sample_with_ddim_and_a_chain_strip(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "fit", "ddpm", "--data", "ring", "--elbo", "simple", "--steps", "30",
+                           "--batch-size", "128", "--timesteps", "100", "--hidden-dims", "32,32", "--ema", "0.9",
+                           "--backend", "pyro", "--out", tmp_path / "ddpm")
+    assert code == 0 and "test log-likelihood" in out
+    config = json.loads((tmp_path / "ddpm" / "config.json").read_text())
+    assert config["inference"]["options"]["elbo"] == "simple"
+    assert_png(tmp_path / "ddpm" / "chain.png")
+    code, out, _ = run_cli(capsys, "sample", tmp_path / "ddpm", "-n", "50", "--sampler", "ddim", "--steps", "20",
+                           "--out", tmp_path / "ddim.png")
+    assert code == 0 and "ddim_chain.png" in out
+    assert np.load(tmp_path / "ddim.npy").shape == (50, 2)
+    assert_png(tmp_path / "ddim_chain.png")
+    code, _, err = run_cli(capsys, "sample", tmp_path / "ddpm", "--sampler", "ddim", "--steps", "30")
+    assert code != 0 and "must divide T=100" in err
+    code, _, err = run_cli(capsys, "fit", "ddpm", "--data", "ring", "--timesteps", "1", "--out", tmp_path / "bad")
+    assert code != 0 and "timesteps must be at least 2" in err

@@ -25,7 +25,9 @@ EXAMPLES = {"ppca": lambda: model_classes()["ppca"](data_dim=6, latent_dim=2),
             "cvae": lambda: model_classes()["cvae"](data_dim=6, latent_dim=2, hidden_dims=(16,), num_classes=3,
                                                     likelihood="gaussian"),
             "hvae": lambda: model_classes()["hvae"](data_dim=6, latent_dims=(2, 2), hidden_dims=(16,),
-                                                    likelihood="gaussian")}
+                                                    likelihood="gaussian"),
+            "ddpm": lambda: model_classes()["ddpm"](data_dim=6, timesteps=10, beta_schedule="cosine",
+                                                    hidden_dims=(16,), time_dim=8)}
 
 PAIRS = [(family, name, backend) for family, name, _ in support_table() if family in model_classes()
          for backend in BACKENDS]
