@@ -714,12 +714,10 @@ class _NumPyroSVI:
 
     @classmethod
     def step(cls, svi, state, batch):
-        import jax.numpy as jnp
-
         beta = svi.beta_at(state["step"])
-        if svi._weighs_latents:
-            batch = dict(batch, beta=jnp.float32(beta))
-        decay = jnp.float32(svi.ema_decay_at(state["step"]))
+        if svi._weighs_latents:  # Python floats: traced as weakly typed scalars, no recompilation, no transfer
+            batch = dict(batch, beta=beta)
+        decay = svi.ema_decay_at(state["step"])
         state["step"] += 1
         svi_state, state["ema"], loss = state["update"](state["svi_state"], state["ema"], batch, decay)
         state["svi_state"] = svi_state

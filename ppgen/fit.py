@@ -222,9 +222,9 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
 def _make_batch(be, xs, index: np.ndarray, dev, ys=None) -> dict:
     idx = be.ppl.index(index, like=xs)
     whole = len(index) == xs.shape[0]
-    batch = {"x": xs if whole else xs[idx], "index": idx}
+    batch = {"x": xs if whole else be.ppl.take_rows(xs, idx), "index": idx}
     if ys is not None:
-        batch["y"] = ys if whole else ys[idx]
+        batch["y"] = ys if whole else be.ppl.take_rows(ys, idx)
     return batch
 
 

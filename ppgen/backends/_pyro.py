@@ -63,6 +63,10 @@ class _PyroPPL:
         """An integer index array on ``like``'s device."""
         return torch.as_tensor(value, device=getattr(like, "device", None))
 
+    def take_rows(self, array, index):
+        """``array[index]`` along the first axis."""
+        return array[index]
+
     def network(self, name: str, init: dict) -> dict:
         """A network's parameters, registered as ``"<name>.<parameter>"`` params."""
         import pyro
