@@ -660,12 +660,13 @@ class DDPM(ModelSpec):
         return -self.log_likelihood(backend, params, x, seed) / (self.data_dim * math.log(2.0))
 
     def sample(self, backend: str, params: dict, num: int, seed: int = 0, sampler: str = "ddpm",
-               steps: Optional[int] = None, eta: float = 0.0, return_chain: bool = False):
+               steps: Optional[int] = None, eta: float = 0.0, return_chain: bool = False, device: str = "cpu"):
         """``num`` new examples by ancestral sampling (``"ddpm"``, Algorithm 2, all T steps) or
         DDIM (``"ddim"``, ``steps`` S dividing T, ``eta`` η ∈ [0, 1]); in the data's format.
 
         With ``return_chain`` also the states x_t before each step and the final x_0 as a
-        (steps + 1, num, D) float array in model space ([−1, 1] for discretised data)."""
+        (steps + 1, num, D) float array in model space ([−1, 1] for discretised data).
+        ``device`` runs the Pyro backend's chain there (e.g. ``"cuda"``; a fit passes its own)."""
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; choose 'ddpm' (ancestral) or 'ddim'")
         if sampler == "ddpm" and steps not in (None, self.timesteps):
@@ -674,7 +675,8 @@ class DDPM(ModelSpec):
         if not 0.0 <= float(eta) <= 1.0:
             raise ConfigError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise); got {eta}")
         visits = np.arange(self.timesteps) if sampler == "ddpm" else self.ddim_timesteps(steps or 50)
-        x, chain = _sample_loop(self, backend, params, int(num), seed, sampler, visits, float(eta), return_chain)
+        x, chain = _sample_loop(self, backend, params, int(num), seed, sampler, visits, float(eta), return_chain,
+                                device)
         data = self.to_data(x)
         return (data, chain) if return_chain else data
 
@@ -765,30 +767,36 @@ def _jitted(fn):
 
 
 def _sample_loop(spec: DDPM, backend: str, params: dict, num: int, seed: int, sampler: str, visits: np.ndarray,
-                 eta: float, return_chain: bool):
+                 eta: float, return_chain: bool, device: str = "cpu"):
     """Run a sampler from x_T ~ N(0, I) through ``visits`` (ascending 0-based steps, visited
     from the last); returns the final x_0 (numpy float64) and optionally the chain."""
-    weights = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("denoiser.")}
+    shapes = spec._network().shapes()
+    weights = {}
+    for k, v in params.items():
+        if k.startswith("denoiser."):
+            name, v = k.split(".", 1)[1], np.asarray(v)
+            weights[name] = v.reshape(shapes[name]) if v.size == int(np.prod(shapes[name])) else v  # (1, ...) draws
     denoise = spec._denoiser(backend)
     order = visits[::-1]
     previous = np.append(order[1:], -1)
     if backend == "pyro":
         import torch
 
-        gen = torch.Generator().manual_seed(int(seed))
-        w = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-        x = torch.randn((num, spec.data_dim), generator=gen)
-        chain = [x.double().numpy()] if return_chain else None
+        dev = torch.device(device)
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        w = {k: torch.as_tensor(np.asarray(v), device=dev) for k, v in weights.items()}
+        x = torch.randn((num, spec.data_dim), generator=gen, device=dev)
+        chain = [x.double().cpu().numpy()] if return_chain else None
         with torch.no_grad():
             for t, t_prev in zip(order, previous):
-                t_rows = torch.full((num,), int(t), dtype=torch.long)
+                t_rows = torch.full((num,), int(t), dtype=torch.long, device=dev)
                 out = denoise(w, x, t_rows)
-                z = torch.randn(x.shape, generator=gen)
+                z = torch.randn(x.shape, generator=gen, device=dev)
                 x = spec.ddpm_step(out, x, t_rows, z) if sampler == "ddpm" else \
                     spec.ddim_step(out, x, t_rows, t_rows * 0 + int(t_prev), eta, z)
                 if return_chain:
-                    chain.append(x.double().numpy())
-        return x.double().numpy(), (np.stack(chain) if return_chain else None)
+                    chain.append(x.double().cpu().numpy())
+        return x.double().cpu().numpy(), (np.stack(chain) if return_chain else None)
     import jax
     import jax.numpy as jnp
 

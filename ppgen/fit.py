@@ -452,6 +452,11 @@ class Fit:
             if unknown:
                 raise ConfigError(f"{type(self.model).__name__}.sample takes no option {unknown[0]!r}; its options: "
                                   f"{[p for p in accepted if p not in ('backend', 'params', 'num', 'seed')]}")
+        if self.device != "cpu" and self.backend == "pyro":
+            import inspect
+
+            if "device" in inspect.signature(self.model.sample).parameters:
+                extra.setdefault("device", self.device)  # sample where the fit trained (a DDPM's chain)
         if mean:
             import inspect
 

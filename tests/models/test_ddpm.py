@@ -379,3 +379,39 @@ def test_bad_input_is_refused_with_the_fix():
         spec.sample("pyro", _fixed_params(spec), 2, sampler="ddim", steps=10, eta=2.0)
     with pytest.raises(IncompatibleInference, match="NUTS cannot fit a DDPM"):
         ppgen.fit(models.DDPM(2), datasets.load("ring"), "nuts")
+
+
+@pytest.mark.parametrize("backend", ["pyro"])  # the JAX bf16 U-Net: tests/models/test_nets_diffusion.py
+def test_unet_ddpm_trains_in_bfloat16_and_samples_images(backend):
+    """The U-Net DDPM on 28×28 images, its network in bfloat16 (torch autocast): finite losses,
+    the same parameter names as float32, samples of the images' shape."""
+    x = RNG.normal(size=(16, 28, 28)).clip(-1, 1).astype(np.float32)
+    spec = models.DDPM(28 * 28, timesteps=10, beta_schedule="cosine", network="unet", image_shape=(28, 28),
+                       unet_channels=(8, 16), time_dim=16, mixed_precision=True)
+    fit = ppgen.fit(spec, x, inference.SVI(elbo="hybrid", steps=2, batch_size=8, lr=1e-3), backend=backend)
+    assert all(np.isfinite(h["loss"]) for h in fit.history)
+    assert set(fit.params) == set(spec.replace(mixed_precision=False).param_names("latent"))
+    assert all(v.dtype == np.float32 for v in fit.params.values())
+    samples = fit.sample(2, seed=0, sampler="ddim", steps=5)
+    assert samples.shape == (2, 28, 28) and np.isfinite(samples).all()
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+def test_cuda_training_with_the_diffusion_losses():
+    import torch
+
+    data = datasets.load("ring")
+    spec = models.DDPM(2, timesteps=100, hidden_dims=(32,))
+    for loss in ("simple", "vlb", "hybrid"):
+        fit = ppgen.fit(spec, data, inference.SVI(elbo=loss, steps=5, batch_size=64), backend="pyro", device="cuda")
+        assert all(np.isfinite(h["loss"]) for h in fit.history)
+    assert torch.cuda.is_available() and fit.sample(4, seed=0).shape == (4, 2)
+
+
+def test_arviz_export_scores_the_bound_and_replicates_data():
+    data = datasets.load("ring")
+    spec = models.DDPM(2, timesteps=20, beta_schedule="cosine", hidden_dims=(16,), time_dim=8)
+    fit = ppgen.fit(spec, data, inference.SVI(elbo="simple", steps=5, batch_size=64), backend="pyro")
+    idata = fit.to_arviz(x=data.test[:30], num_predictive=1)
+    np.testing.assert_allclose(np.asarray(idata.log_likelihood["x"]).reshape(-1), fit.log_likelihood(data.test[:30]))
+    assert np.asarray(idata.posterior_predictive["x"]).shape == (1, 1, 30, 2)
