@@ -776,12 +776,12 @@ def _sample_loop(spec: DDPM, backend: str, params: dict, num: int, seed: int, sa
         if k.startswith("denoiser."):
             name, v = k.split(".", 1)[1], np.asarray(v)
             weights[name] = v.reshape(shapes[name]) if v.size == int(np.prod(shapes[name])) else v  # (1, ...) draws
-    denoise = spec._denoiser(backend)
     order = visits[::-1]
     previous = np.append(order[1:], -1)
     if backend == "pyro":
         import torch
 
+        denoise = spec._denoiser(backend)
         dev = torch.device(device)
         gen = torch.Generator(device=dev).manual_seed(int(seed))
         w = {k: torch.as_tensor(np.asarray(v), device=dev) for k, v in weights.items()}
@@ -811,7 +811,6 @@ def _sample_loop(spec: DDPM, backend: str, params: dict, num: int, seed: int, sa
         x = step(w, x, jnp.int32(t), jnp.int32(t_prev), sub)
         if return_chain:
             chain.append(np.asarray(x, np.float64))
-    del denoise
     return np.asarray(x, np.float64), (np.stack(chain) if return_chain else None)
 
 
