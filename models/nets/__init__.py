@@ -1,4 +1,4 @@
-"""Networks of the deep families (VAE, CVAE, hierarchical VAE, diffusion), written once for both backends.
+"""Networks of the deep families (VAE, CVAE, hierarchical VAE, diffusion, GAN), written once for both backends.
 
 A network here is a *description* — its layer sizes — with three things:
 
@@ -10,6 +10,10 @@ A network here is a *description* — its layer sizes — with three things:
   ``ops_for(backend)``, the primitives of PyTorch ("pyro") or JAX ("numpyro"); the third
   argument is extra features (a label) for :class:`MLP` and the convolutional networks, and the
   timesteps for the diffusion denoisers :class:`TimeMLP` and :class:`UNet`.
+
+The GAN pair :class:`DCGANGenerator` (latent codes → images, batch-normalised over the current
+batch, stateless) and :class:`DCGANDiscriminator` (images → scores, no batch normalisation) follow
+Radford et al. (2016) and start from DCGAN's N(0, 0.02) weights rather than PyTorch's default.
 
 A program registers each parameter with ``ppl.param("<network>.<name>", value)`` (see
 ``ppl.network``), so a fit's parameters carry the same names, shapes and meaning in Pyro and
@@ -28,8 +32,9 @@ Example:
 """
 
 from ._diffusion import TimeMLP, UNet, timestep_embedding
+from ._gan import DCGANDiscriminator, DCGANGenerator
 from ._layers import (ACTIVATIONS, IMAGE_SIZES, ConvDecoder, ConvEncoder, MLP, Network, image_layout,
                       ops_for)
 
 __all__ = ["Network", "MLP", "ConvEncoder", "ConvDecoder", "TimeMLP", "UNet", "timestep_embedding",
-           "ACTIVATIONS", "IMAGE_SIZES", "ops_for", "image_layout"]
+           "DCGANGenerator", "DCGANDiscriminator", "ACTIVATIONS", "IMAGE_SIZES", "ops_for", "image_layout"]

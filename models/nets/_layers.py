@@ -27,8 +27,15 @@ class _TorchOps:
     def linear(self, x, w, b):
         return self.F.linear(x, w, b)
 
-    def conv2d(self, x, w, b, stride: int):
-        return self.F.conv2d(x, w, b, stride=stride, padding=w.shape[-1] // 2)
+    def conv2d(self, x, w, b, stride: int, padding: int | None = None):
+        """2-D convolution of (N, C, H, W) by an (out, in, kh, kw) kernel; ``padding`` on every side,
+        kernel//2 ("same" for odd kernels at stride 1) when None."""
+        return self.F.conv2d(x, w, b, stride=stride, padding=w.shape[-1] // 2 if padding is None else padding)
+
+    def conv_transpose2d(self, x, w, b, stride: int, padding: int):
+        """Transposed convolution of (N, C_in, H, W) by an (in, out, kh, kw) kernel (PyTorch's layout):
+        ``torch.nn.functional.conv_transpose2d``; the output side is (H-1)·stride - 2·padding + kh."""
+        return self.F.conv_transpose2d(x, w, b, stride=stride, padding=padding)
 
     def upsample2(self, x):
         return self.F.interpolate(x, scale_factor=2, mode="nearest")
@@ -60,6 +67,18 @@ class _TorchOps:
         positions), then a per-channel affine map: ``torch.nn.functional.group_norm``."""
         return self.F.group_norm(x, num_groups, weight, bias, eps)
 
+    def batch_norm(self, x, weight, bias, eps: float = 1e-5):
+        """Batch normalisation of (N, C) or (N, C, ...) with the current batch's statistics: over every
+        axis but the channel axis 1, mean and biased variance, then a per-channel affine map, as
+        ``torch.nn.functional.batch_norm(..., training=True)``. Stateless (no running statistics); the
+        statistics of a half-precision ``x`` are taken in float32, the result has ``x``'s dtype."""
+        torch, F = self.xp, self.F
+        if x.dtype not in (torch.float16, torch.bfloat16):
+            return F.batch_norm(x, None, None, weight.to(x.dtype), bias.to(x.dtype), training=True, eps=eps)
+        y = F.batch_norm(x.float(), None, None, None, None, training=True, eps=eps).to(x.dtype)
+        affine = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        return y * weight.to(x.dtype).reshape(affine) + bias.to(x.dtype).reshape(affine)
+
     def asarray(self, value, like):
         """``value`` (a number, numpy array or tensor) as a tensor on ``like``'s device (if it has one),
         its dtype kept."""
@@ -83,10 +102,23 @@ class _JaxOps:
     def linear(self, x, w, b):
         return x @ w.T + b
 
-    def conv2d(self, x, w, b, stride: int):
-        pad = w.shape[-1] // 2
+    def conv2d(self, x, w, b, stride: int, padding: int | None = None):
+        """2-D convolution as ``torch.nn.functional.conv2d``; ``padding`` on every side, kernel//2 when None."""
+        pad = w.shape[-1] // 2 if padding is None else int(padding)
         out = self.jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
                                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return out + b[:, None, None]
+
+    def conv_transpose2d(self, x, w, b, stride: int, padding: int):
+        """Transposed convolution as ``torch.nn.functional.conv_transpose2d`` with its (in, out, kh, kw)
+        kernel: a stride-1 convolution of the input dilated by ``stride`` (stride − 1 zeros between
+        pixels), padded by kernel-1-padding on each side, with the spatially flipped kernel read as
+        (in, out) rather than (out, in)."""
+        kh, kw = w.shape[-2:]
+        pads = [(kh - 1 - padding, kh - 1 - padding), (kw - 1 - padding, kw - 1 - padding)]
+        out = self.jax.lax.conv_general_dilated(x, self.xp.flip(w, (2, 3)), (1, 1), pads,
+                                                lhs_dilation=(stride, stride),
+                                                dimension_numbers=("NCHW", "IOHW", "NCHW"))
         return out + b[:, None, None]
 
     def upsample2(self, x):
@@ -139,6 +171,20 @@ class _JaxOps:
         y = ((g - mean) * self.jax.lax.rsqrt(var + eps)).reshape(x.shape).astype(x.dtype)
         affine = (1, c) + (1,) * (x.ndim - 2)
         return y * weight.reshape(affine) + bias.reshape(affine)
+
+    def batch_norm(self, x, weight, bias, eps: float = 1e-5):
+        """Batch normalisation of (N, C) or (N, C, ...) with the current batch's statistics, as
+        ``torch.nn.functional.batch_norm(..., training=True)``: over every axis but the channel axis 1,
+        mean and biased variance, then a per-channel affine map. Stateless (no running statistics);
+        the statistics of a half-precision ``x`` are taken in float32, the result has ``x``'s dtype."""
+        jnp = self.xp
+        axes = (0,) + tuple(range(2, x.ndim))
+        g = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean = g.mean(axes, keepdims=True)
+        var = jnp.square(g - mean).mean(axes, keepdims=True)
+        y = ((g - mean) * self.jax.lax.rsqrt(var + eps)).astype(x.dtype)
+        affine = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        return y * weight.astype(x.dtype).reshape(affine) + bias.astype(x.dtype).reshape(affine)
 
     def asarray(self, value, like):
         """``value`` (a number or array) as a JAX array, its dtype kept (``like`` is for PyTorch's device)."""
