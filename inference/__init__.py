@@ -6,11 +6,14 @@
 - :class:`SVI` — stochastic variational inference with a choice of ELBO and guide.
 - :class:`DiffusionLoss` — the diffusion objectives (simple, variational bound, hybrid) as SVI losses.
 - :class:`NUTS`, :class:`HMC` — Hamiltonian Monte Carlo.
+- :class:`Adversarial` — the two-player game of GANs and adversarial autoencoders, with the
+  minimax, non-saturating, Wasserstein, WGAN-GP and hinge losses.
 
 Every object states which models it serves; a mismatch is refused before any work with an
 error naming what would work.
 """
 
+from .adversarial import Adversarial
 from .base import Inference, Result
 from .closed_form import ClosedForm
 from .diffusion import DiffusionLoss
@@ -18,4 +21,4 @@ from .em import EM
 from .mcmc import HMC, NUTS
 from .svi import SVI
 
-__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC", "DiffusionLoss"]
+__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial"]

@@ -54,6 +54,10 @@ class Inference(Config):
         hint = f"; use {' or '.join(options)}" if options else ""
         raise IncompatibleInference(f"{self.title} cannot fit {_model_label(model)}: {reason}{hint}")
 
+    def resolve_for(self, model) -> "Inference":
+        """This object with settings that depend on ``model`` filled in (default: itself)."""
+        return self
+
     def build_options(self, model) -> dict:
         """Extra keywords for ``model.build`` (e.g. ``enumerate=True`` for an enumerated ELBO)."""
         return {}

@@ -40,7 +40,7 @@ def _dims_for(name: str, value: np.ndarray, sample_ndim: int, example_dim: bool)
 
 
 def build(*, posterior: dict, sample_stats=None, log_likelihood=None, posterior_predictive=None,
-          observed_data=None, model_name: str = "model", dims: dict | None = None):
+          observed_data=None, prior=None, model_name: str = "model", dims: dict | None = None):
     """InferenceData/DataTree from numpy dicts; draws have leading (chain, draw) axes.
 
     ``log_likelihood``, ``posterior_predictive`` and ``observed_data`` share an ``example``
@@ -49,6 +49,8 @@ def build(*, posterior: dict, sample_stats=None, log_likelihood=None, posterior_
     az = _az()
     groups = {"posterior": posterior}
     dims_for_groups = {k: _dims_for(k, np.asarray(v), 2, False) for k, v in posterior.items()}
+    if prior:
+        groups["prior"] = prior
     if sample_stats:
         groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
     if log_likelihood:

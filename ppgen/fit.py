@@ -80,7 +80,8 @@ def _as_dataset(data):
 def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: str = "cpu",
         seed: int = 0, progress: Optional[bool] = None, callbacks: Sequence[Callable] = (),
         early_stopping: Optional[EarlyStopping] = None, run_dir=None,
-        checkpoint_every: Optional[int] = None, resume: bool = False, **model_options) -> "Fit":
+        checkpoint_every: Optional[int] = None, resume: bool = False, samples_every: Optional[int] = None,
+        **model_options) -> "Fit":
     """Fit ``model`` to ``data`` with ``inference`` and return a :class:`Fit`.
 
     Args:
@@ -97,6 +98,10 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         run_dir: a folder for checkpoints and the finished run (``Fit.save``).
         checkpoint_every: write a checkpoint to ``run_dir`` every this many steps.
         resume: continue from the checkpoint in ``run_dir``.
+        samples_every: write a picture of samples (an image grid, or a scatter of 2-D points) to
+            ``run_dir/samples/epoch_<E>.png`` every this many epochs, with the same latent draws
+            each time. Default (with ``run_dir``): for implicit models (GANs, AAEs), about 20
+            pictures over the run; none for the other families.
 
     Returns:
         Fit: parameters and/or posterior draws, history, and methods to sample, score and inspect.
@@ -113,10 +118,13 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     form = alg.form_for(spec)                      # refuses a mismatch before any work
+    alg = alg.resolve_for(spec)                    # model-dependent defaults, recorded in the config
     if resume and run_dir is None:
         raise ConfigError("resume=True needs run_dir=, the folder that holds the checkpoint")
     if checkpoint_every is not None and (checkpoint_every < 1 or run_dir is None):
         raise ConfigError(f"checkpoint_every={checkpoint_every} needs run_dir= and a value >= 1")
+    if samples_every is not None and (samples_every < 1 or run_dir is None):
+        raise ConfigError(f"samples_every={samples_every} needs run_dir= (where the pictures go) and a value >= 1")
 
     x = spec.check_data(dataset.train, "training data")
     y = _labels(spec, dataset, "train", x.shape[0])
@@ -163,6 +171,9 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
                                 be.ppl.index(y_val, like=xs_val) if y_val is not None else None)
     best = {"value": -math.inf, "arrays": None, "bad": 0}
     show = sys.stderr.isatty() if progress is None else progress
+    total_epochs = math.ceil(total_steps / steps_per_epoch)
+    if samples_every is None and run_dir is not None and form == "implicit":
+        samples_every = max(1, total_epochs // 20)
     bar = _progress(total_steps, start, show, f"{spec.name} · {alg.title} · {backend}")
     last_checkpoint = ckpt_dir if (resume and ckpt_dir is not None) else None
     step = start
@@ -173,8 +184,8 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
             state, info = alg.step(state, batch_at(step))
             record = {"step": step + 1, "epoch": step // steps_per_epoch, **info._asdict(),
                       "seconds": time.perf_counter() - t0}
-            bad = [k for k, v in info._asdict().items() if isinstance(v, float) and k in ("loss", "log_likelihood")
-                   and not math.isfinite(v)]
+            bad = [k for k, v in info._asdict().items() if isinstance(v, float) and not math.isfinite(v)
+                   and (k.endswith("loss") or k == "log_likelihood")]
             if bad:
                 where = (f"The last good checkpoint is in {last_checkpoint}; resume from it with "
                          f"resume=True and a smaller learning rate." if last_checkpoint else
@@ -199,6 +210,11 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
                 stop = bool(callback(StepEvent(step + 1, record["epoch"], info, history))) or stop
             if checkpoint_every and (step + 1) % checkpoint_every == 0:
                 pending = (_snapshot(alg, state), list(history), step + 1)
+            epoch_done = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
+            if samples_every and epoch_done and (math.ceil((step + 1) / steps_per_epoch) % samples_every == 0
+                                                 or step + 1 == total_steps):
+                _write_epoch_samples(Path(run_dir) / "samples", spec, alg, state, backend, dataset.meta,
+                                     math.ceil((step + 1) / steps_per_epoch), seed, device)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in info._asdict().items()
                              if isinstance(v, float) and k != "seconds"}, refresh=False)
@@ -217,6 +233,30 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
             _write_checkpoint(ckpt_dir, config, _snapshot(alg, state), history, len(history))
         out.save(run_dir)
     return out
+
+
+def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: int, seed: int, device) -> None:
+    """A picture of samples of the current state: an image grid, or 2-D points over nothing."""
+    import inspect
+
+    from . import plots
+
+    if not hasattr(spec, "sample"):
+        return
+    params = alg.result(state).params
+    n = 64 if len(meta.get("shape") or ()) in (2, 3) else 1000
+    options = {"labels": np.arange(n) % spec.num_classes} if getattr(spec, "conditional", False) else {}
+    if device != "cpu" and "device" in inspect.signature(spec.sample).parameters:
+        options["device"] = device
+    x = np.asarray(spec.sample(backend, params, n, seed, **options))
+    shape = list(meta.get("shape") or x.shape[1:])
+    title = f"{spec.name} · epoch {epoch}"
+    if len(shape) in (2, 3):
+        low, high = meta.get("low"), meta.get("high")
+        shown = np.clip(x, low, high) if (low is not None or high is not None) else x
+        plots.image_grid(shown.reshape((n,) + tuple(shape)), folder / f"epoch_{epoch:05d}.png", title=title)
+    elif shape == [2]:
+        plots.scatter(x.reshape(n, 2), folder / f"epoch_{epoch:05d}.png", title=title)
 
 
 def _make_batch(be, xs, index: np.ndarray, dev, ys=None) -> dict:
@@ -509,6 +549,17 @@ class Fit:
         """
         from . import arviz as ppaz
 
+        if hasattr(self.model, "arviz_groups"):  # implicit models with codes (AAE): aggregated posterior and prior
+            if x is None:
+                if self._train is None:
+                    raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
+                x = self._train[:max(max_examples, 1000)]
+            groups = self.model.arviz_groups(self.backend, self.params, self.model.check_data(x, "x"), seed=seed)
+            dims = groups.pop("dims", None)
+            return ppaz.build(**groups, model_name=self.model.name, dims=dims)
+        if getattr(self.model, "forms", ()) == ("implicit",):
+            raise ConfigError(f"{type(self.model).__name__} is an implicit model: it has no posterior or likelihood "
+                              f"for ArviZ. Draw samples with fit.sample(n) and score them with ppgen.metrics")
         if hasattr(self.model, "posterior_draws"):
             return self._local_arviz(x, labels, num_predictive or 100, seed, max_examples)
         x = self._train if x is None else self.model.check_data(x, "x")

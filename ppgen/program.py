@@ -10,6 +10,8 @@ hyperparameters with no backend inside. ``ppgen.fit`` asks it to :meth:`ModelSpe
   Served by closed-form and EM fits, and used for exact ``log_likelihood``.
 - ``"bayesian"``: global parameters are sample sites with priors; per-example latents are
   integrated out. Served by NUTS/HMC and by SVI with a global (auto) guide.
+- ``"implicit"``: a sampler without a tractable density (GANs, adversarial autoencoders),
+  fitted by a two-player game. Served by ``inference.Adversarial``.
 
 A user's own program (:class:`Program`) is first-class: ``ppgen.fit`` runs it with any
 inference that needs no family-specific math (SVI, NUTS, HMC).
@@ -33,7 +35,7 @@ from .errors import ConfigError
 
 __all__ = ["ModelSpec", "Program", "BuiltProgram", "FORMS"]
 
-FORMS = ("latent", "marginal", "bayesian")
+FORMS = ("latent", "marginal", "bayesian", "implicit")
 
 
 @dataclasses.dataclass

@@ -14,16 +14,16 @@ _ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "cl
 
 def model_classes() -> dict:
     """Family name -> spec class."""
-    from ppgen.models import CVAE, DDPM, GMM, HVAE, PPCA, VAE
+    from ppgen.models import AAE, CGAN, CVAE, DDPM, GAN, GMM, HVAE, PPCA, VAE
 
-    return {cls.family: cls for cls in (PPCA, GMM, VAE, CVAE, HVAE, DDPM)}
+    return {cls.family: cls for cls in (PPCA, GMM, VAE, CVAE, HVAE, DDPM, GAN, CGAN, AAE)}
 
 
 def inference_classes() -> dict:
     """Inference name -> class."""
-    from ppgen.inference import EM, HMC, NUTS, SVI, ClosedForm
+    from ppgen.inference import EM, HMC, NUTS, SVI, Adversarial, ClosedForm
 
-    return {cls.name: cls for cls in (ClosedForm, EM, SVI, NUTS, HMC)}
+    return {cls.name: cls for cls in (ClosedForm, EM, SVI, NUTS, HMC, Adversarial)}
 
 
 def resolve_model(model, data_dim: int | None = None, meta: dict | None = None, **options):
@@ -83,12 +83,12 @@ def _check_without_hint(alg, model):
     from .errors import IncompatibleInference
 
     if model.family == "program":
-        if alg.name in ("closed_form", "em"):
+        if alg.name in ("closed_form", "em", "adversarial"):
             raise IncompatibleInference(alg.name)
         return
     needs = {"closed_form": "closed_form" in model.methods, "em": "em" in model.methods,
              "svi": bool(set(model.forms) & {"latent", "bayesian"}), "nuts": "bayesian" in model.forms,
-             "hmc": "bayesian" in model.forms}
+             "hmc": "bayesian" in model.forms, "adversarial": "adversarial" in model.methods}
     if not needs.get(alg.name, True):
         raise IncompatibleInference(alg.name)
 

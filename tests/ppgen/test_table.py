@@ -17,6 +17,7 @@ TINY = {
     "svi": {"steps": 150, "lr": 0.05},
     "nuts": {"num_samples": 40, "num_warmup": 40, "num_chains": 1},
     "hmc": {"num_samples": 40, "num_warmup": 40, "num_chains": 1},
+    "adversarial": {"steps": 60, "batch_size": 50, "loss": "hinge"},
 }
 #: a small instance of each family, for data of dimension 6
 EXAMPLES = {"ppca": lambda: model_classes()["ppca"](data_dim=6, latent_dim=2),
@@ -27,7 +28,12 @@ EXAMPLES = {"ppca": lambda: model_classes()["ppca"](data_dim=6, latent_dim=2),
             "hvae": lambda: model_classes()["hvae"](data_dim=6, latent_dims=(2, 2), hidden_dims=(16,),
                                                     likelihood="gaussian"),
             "ddpm": lambda: model_classes()["ddpm"](data_dim=6, timesteps=10, beta_schedule="cosine",
-                                                    hidden_dims=(16,), time_dim=8)}
+                                                    hidden_dims=(16,), time_dim=8),
+            "gan": lambda: model_classes()["gan"](data_dim=6, latent_dim=2, hidden_dims=(16,), output="identity"),
+            "cgan": lambda: model_classes()["cgan"](data_dim=6, latent_dim=2, hidden_dims=(16,), num_classes=3,
+                                                    output="identity"),
+            "aae": lambda: model_classes()["aae"](data_dim=6, latent_dim=2, hidden_dims=(16,),
+                                                  discriminator_hidden_dims=(16,))}
 
 PAIRS = [(family, name, backend) for family, name, _ in support_table() if family in model_classes()
          for backend in BACKENDS]
@@ -60,6 +66,15 @@ def test_pair(family, name, backend, data, tmp_path):
         assert np.mean([h["loss"] for h in fit.history[-10:]]) < np.mean([h["loss"] for h in fit.history[:10]])
     if "log_likelihood" in fit.history[0] and len(fit.history) > 1:
         assert fit.history[-1]["log_likelihood"] > fit.history[0]["log_likelihood"]
+    if "reconstruction" in fit.history[0] and spec.family == "aae":  # the autoencoder's own loss improves
+        assert np.mean([h["reconstruction"] for h in fit.history[-10:]]) < fit.history[0]["reconstruction"]
+    if "implicit" in spec.forms:  # no likelihood: samples, run folder and parameters round-trip
+        back = ppgen.load(tmp_path / "run")
+        assert set(back.params) == set(fit.params) == set(spec.param_names())
+        options = {"labels": np.arange(7) % 3} if getattr(spec, "conditional", False) else {}
+        assert back.sample(7, seed=3, **options).shape == (7, 6)
+        np.testing.assert_array_equal(back.sample(7, seed=3, **options), fit.sample(7, seed=3, **options))
+        return
     extra = {"labels": data.labels.test} if getattr(spec, "conditional", False) else {}
     ll = fit.log_likelihood(data.test, **extra)
     assert ll.shape == (50,) and np.all(np.isfinite(ll))

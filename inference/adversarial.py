@@ -1,0 +1,748 @@
+r"""Adversarial objectives as losses, and the alternating two-player step that optimises them.
+
+A GAN (course notes 000, 003, 004; Goodfellow et al. 2014) is an implicit model
+:math:`z \sim p(z),\ x = G_\theta(z)` trained against a discriminator (critic)
+:math:`D_\phi(x)` that outputs one real score :math:`s` per example. The losses below are each
+one argument apart, ``Adversarial(loss=...)``; with :math:`\sigma` the logistic function and
+:math:`D = \sigma(s)` for the first two:
+
+- ``"minimax"``: the two-player value
+  :math:`V(\theta, \phi) = \mathbb E_{p_{data}}[\log D(x)] + \mathbb E_{p(z)}[\log(1 - D(G(z)))]`,
+  maximised by the discriminator and minimised by the generator. At the optimal discriminator
+  :math:`D^* = p_{data}/(p_{data} + p_\theta)` it equals :math:`2\,\mathrm{JS}(p_{data}\|p_\theta) - \log 4`.
+- ``"non-saturating"``: the same discriminator; the generator minimises
+  :math:`-\mathbb E[\log D(G(z))]`, which keeps its gradient when the discriminator wins early.
+- ``"wasserstein"``: the critic maximises :math:`\mathbb E_{p_{data}}[s(x)] - \mathbb E_{p_\theta}[s(x)]`
+  with its weights clipped to ``[-clip, clip]`` after every step (Arjovsky et al. 2017); the
+  generator minimises :math:`-\mathbb E[s(G(z))]`.
+- ``"wgan-gp"``: the Wasserstein critic with the gradient penalty
+  :math:`\lambda\,\mathbb E_{\hat x}[(\|\nabla_{\hat x} s(\hat x)\|_2 - 1)^2]` on interpolates
+  :math:`\hat x = \alpha x_{data} + (1-\alpha) x_g,\ \alpha \sim U(0, 1)` (Gulrajani et al. 2017).
+- ``"hinge"``: the critic minimises :math:`\mathbb E[\max(0, 1 - s(x))] + \mathbb E[\max(0, 1 + s(G(z)))]`,
+  the generator :math:`-\mathbb E[s(G(z))]` (Lim & Ye 2017; Miyato et al. 2018).
+
+The step (notes 004, "a double-loop algorithm"): ``critic_steps`` = k updates of the
+discriminator, each on its own minibatch of data and fresh generator samples, then one update
+of the generator; the players have separate Adam optimisers and learning rates. One step thus
+reads k minibatches, and an epoch is one pass of the data through the critic.
+
+The same step trains an adversarial autoencoder (``models.AAE``), where the "data" of the
+discriminator are prior draws z ~ p(z), its "samples" are codes of the encoder, and the
+generator's loss adds the reconstruction term; and the WAE-MMD variant, which has no
+discriminator (one player: the autoencoder with an MMD penalty).
+
+The objectives are written once over array methods shared by PyTorch and JAX; the step runs in
+PyTorch (Pyro backend, CPU or CUDA) or as one compiled JAX function (NumPyro backend).
+
+References:
+    Goodfellow, I. et al. (2014). Generative adversarial nets. NeurIPS.
+    Arjovsky, M., Chintala, S. & Bottou, L. (2017). Wasserstein generative adversarial networks. ICML.
+    Gulrajani, I. et al. (2017). Improved training of Wasserstein GANs. NeurIPS.
+    Lim, J. H. & Ye, J. C. (2017). Geometric GAN. arXiv:1705.02894.
+    Makhzani, A. et al. (2016). Adversarial autoencoders. ICLR workshop.
+    Tolstikhin, I. et al. (2018). Wasserstein auto-encoders. ICLR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, ClassVar, NamedTuple, Optional
+
+import numpy as np
+
+from ppgen.backends import get_backend, training
+from ppgen.errors import CheckpointError, ConfigError, DataError
+
+from .base import Inference, Result
+
+__all__ = ["Adversarial", "AdversarialInfo", "Game", "LOSSES", "discriminator_loss", "generator_loss",
+           "minimax_value", "gradient_penalty", "mmd_penalty"]
+
+LOSSES = ("minimax", "non-saturating", "wasserstein", "wgan-gp", "hinge")
+_WASSERSTEIN = ("wasserstein", "wgan-gp")
+#: per-loss defaults: (critic steps, lr of both players, Adam betas), from the papers
+_DEFAULTS = {"minimax": (1, 2e-4, (0.5, 0.999)), "non-saturating": (1, 2e-4, (0.5, 0.999)),
+             "wasserstein": (5, 5e-5, (0.5, 0.999)), "wgan-gp": (5, 1e-4, (0.0, 0.9)),
+             "hinge": (1, 2e-4, (0.0, 0.9))}
+
+
+def _loss_name(name) -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"loss={name!r} must be a name, one of {list(LOSSES)}")
+    key = name.lower().replace("_", "-")
+    key = {"ns": "non-saturating", "nonsaturating": "non-saturating", "gan": "minimax", "wgan": "wasserstein",
+           "wgangp": "wgan-gp", "wgan-clip": "wasserstein"}.get(key, key)
+    if key not in LOSSES:
+        from ppgen.config import suggest
+
+        raise ConfigError(f"unknown adversarial loss {name!r}; choose one of {list(LOSSES)}.{suggest(key, LOSSES)}")
+    return key
+
+
+def _scores(scores, what: str):
+    """One score per example: (N,) as is, (N, 1) squeezed; anything else is refused."""
+    shape = tuple(scores.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        return scores[:, 0]
+    if len(shape) != 1:
+        raise DataError(f"the discriminator's {what} scores have shape {shape}; a discriminator must give one "
+                        f"real score per example, shape (N,) or (N, 1). Make its last layer output a single "
+                        f"unit (out_dim=1) and no activation")
+    return scores
+
+
+def _xp(x):
+    """The array namespace of ``x``: torch for tensors, jax.numpy otherwise."""
+    if hasattr(x, "detach"):
+        import torch
+
+        return torch
+    import jax.numpy as jnp
+
+    return jnp
+
+
+def _softplus(x):
+    """log(1 + eˣ) without overflow, with the right gradient σ(x) everywhere (also at 0, where a
+    hand-written max(x, 0) + log1p(e^{−|x|}) gets a subgradient instead)."""
+    if hasattr(x, "detach"):
+        import torch
+
+        return torch.nn.functional.softplus(x)
+    import jax
+
+    return jax.nn.softplus(x)
+
+
+def discriminator_loss(loss: str, real_scores, fake_scores):
+    """The discriminator's (critic's) loss to minimise, from its scores of data and of samples.
+
+    ``"minimax"`` and ``"non-saturating"``: −E[log σ(s_real)] − E[log(1 − σ(s_fake))] (the
+    binary cross-entropy, = −V); Wasserstein losses: E[s_fake] − E[s_real] (the gradient
+    penalty is added by :func:`gradient_penalty`); ``"hinge"``: E[max(0, 1 − s_real)] +
+    E[max(0, 1 + s_fake)]. Arrays are PyTorch or JAX, shape (N,) or (N, 1)."""
+    loss = _loss_name(loss)
+    real, fake = _scores(real_scores, "data"), _scores(fake_scores, "sample")
+    if loss in ("minimax", "non-saturating"):
+        return _softplus(-real).mean() + _softplus(fake).mean()
+    if loss in _WASSERSTEIN:
+        return fake.mean() - real.mean()
+    xp = _xp(real)
+    return xp.clip(1.0 - real, min=0).mean() + xp.clip(1.0 + fake, min=0).mean()
+
+
+def generator_loss(loss: str, fake_scores):
+    """The generator's loss to minimise from the discriminator's scores of its samples:
+    ``"minimax"`` E[log(1 − σ(s))]; ``"non-saturating"`` −E[log σ(s)]; Wasserstein and hinge −E[s]."""
+    loss = _loss_name(loss)
+    fake = _scores(fake_scores, "sample")
+    if loss == "minimax":
+        return -_softplus(fake).mean()
+    if loss == "non-saturating":
+        return _softplus(-fake).mean()
+    return -fake.mean()
+
+
+def minimax_value(real_scores, fake_scores):
+    """The GAN value V = E_data[log D(x)] + E_samples[log(1 − D(x))] with D = σ(score): Monte Carlo
+    means over the given scores. At the optimal discriminator it is 2·JS(p_data‖p_model) − log 4."""
+    return -discriminator_loss("minimax", real_scores, fake_scores)
+
+
+def gradient_penalty(critic, real, fake, alpha):
+    """WGAN-GP's penalty E[(‖∇ s(x̂)‖₂ − 1)²] on the interpolates x̂ = α·real + (1 − α)·fake.
+
+    Args:
+        critic: a function from a batch of inputs (N, ...) to scores (N,) or (N, 1), written
+            in PyTorch or in JAX (each example's score depending on that example only).
+        real, fake: batches of the same shape (N, ...).
+        alpha: interpolation weights, shape (N,), in [0, 1].
+
+    Returns:
+        A scalar (differentiable with respect to the critic's parameters in PyTorch; a pure
+        function of its inputs in JAX). Multiply it by λ for the loss.
+    """
+    if tuple(real.shape) != tuple(fake.shape):
+        raise DataError(f"the gradient penalty interpolates data and samples of the same shape; got "
+                        f"{tuple(real.shape)} "
+                        f"and {tuple(fake.shape)}")
+    a = alpha.reshape((-1,) + (1,) * (real.ndim - 1))
+    if hasattr(real, "detach"):  # PyTorch
+        import torch
+
+        mix = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+        scores = _scores(critic(mix), "interpolate")
+        (grad,) = torch.autograd.grad(scores.sum(), mix, create_graph=True)
+    else:
+        import jax
+
+        mix = a * real + (1 - a) * fake
+        grad = jax.grad(lambda v: _scores(critic(v), "interpolate").sum())(mix)
+    sq = (grad * grad).reshape((grad.shape[0], -1)).sum(-1)
+    return (((sq + 1e-12) ** 0.5 - 1.0) ** 2).mean()
+
+
+def mmd_penalty(a, b, bandwidth: float):
+    """The (biased, V-statistic) squared maximum mean discrepancy between two batches of codes with
+    the inverse multiquadratic kernel k(u, v) = C / (C + ‖u − v‖²), C = ``bandwidth``, as in
+    WAE-MMD (Tolstikhin et al. 2018). PyTorch or JAX arrays (N, K) and (M, K)."""
+
+    def kernel(u, v):
+        d = (u * u).sum(-1)[:, None] + (v * v).sum(-1)[None, :] - 2.0 * (u @ v.T)
+        return bandwidth / (bandwidth + _xp(d).clip(d, min=0))
+
+    return kernel(a, a).mean() + kernel(b, b).mean() - 2.0 * kernel(a, b).mean()
+
+
+@dataclasses.dataclass
+class Game:
+    """What adversarial training needs from a model, bound to one backend (a family's ``build``
+    puts it in ``BuiltProgram.extras["game"]``).
+
+    Parameters are one flat dict of arrays by name (``"generator.0.weight"``, ...), the same
+    names as the program's ``param`` sites. ``rand`` has ``normal(shape)``, ``uniform(shape)`` and
+    ``integers(high, shape)``.
+
+    Attributes:
+        init: initial values (numpy) of every parameter.
+        players: ``{"generator": names, "discriminator": names}``; an autoencoder's encoder and
+            decoder are its "generator".
+        real: ``(params, batch, rand) -> (values, condition)``: what the discriminator should
+            call real (data rows; for an AAE, prior draws of z); ``condition`` is a one-hot label or None.
+        fake: ``(params, batch, rand) -> (values, condition)``: the generator's output for as
+            many rows as ``batch`` (for an AAE, the codes of the batch).
+        critic: ``(params, values, condition) -> scores``, one per example.
+        generator_terms: ``(params, batch, fake, rand) -> dict`` with an optional extra ``"loss"``
+            for the generator (an autoencoder's reconstruction, WAE's MMD) and the numbers to record.
+        has_discriminator: False for WAE-MMD (one player).
+        adversarial_weight: the weight of the generator's adversarial loss.
+    """
+
+    init: dict
+    players: dict
+    real: Callable
+    fake: Callable
+    critic: Optional[Callable]
+    generator_terms: Callable = lambda params, batch, fake, rand: {}
+    has_discriminator: bool = True
+    adversarial_weight: float = 1.0
+
+
+class AdversarialInfo(NamedTuple):
+    generator_loss: float        # the generator's (for an AAE: the autoencoder's) loss this step
+    discriminator_loss: float    # the discriminator's loss, averaged over the critic steps (penalty included)
+    penalty: float = 0.0         # the gradient penalty (unweighted) or, for WAE-MMD, the MMD
+    reconstruction: float = 0.0  # an autoencoder's reconstruction cost per example (AAE, WAE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversarial(Inference):
+    """Adversarial training of implicit models: GANs, conditional GANs and adversarial autoencoders.
+
+    Each step makes ``critic_steps`` updates of the discriminator (each on its own minibatch),
+    then one update of the generator, with separate Adam optimisers (see the module docstring
+    for the losses).
+
+    Args:
+        loss: ``"minimax"``, ``"non-saturating"``, ``"wasserstein"`` (weight clipping), ``"wgan-gp"``
+            or ``"hinge"``; None: ``"wgan-gp"`` for a GAN, ``"non-saturating"`` for an AAE.
+        critic_steps: k, discriminator updates per generator update (None: 5 for the
+            Wasserstein losses, else 1).
+        gradient_penalty: λ of WGAN-GP (None: 10 for ``"wgan-gp"``; 0 otherwise, where a
+            positive value adds the penalty to any loss).
+        clip: the weight-clipping bound of ``"wasserstein"``.
+        lr_generator, lr_discriminator: Adam's learning rates (None: 1e-4 for WGAN-GP, 5e-5 for
+            weight clipping, 2e-4 otherwise).
+        beta1, beta2: Adam's decay rates for both players (None: 0 and 0.9 for WGAN-GP and hinge,
+            else 0.5 and 0.999 as in DCGAN).
+        steps: generator updates (ignored when ``epochs`` is set).
+        epochs: passes of the data through the critic; one step reads ``critic_steps`` minibatches.
+        batch_size: examples per minibatch (and generator samples per update).
+        ema: decay of a moving average of the generator's parameters (0: none), used for the
+            fit's parameters and samples (Yazıcı et al. 2019).
+
+    Example:
+        >>> data = ppgen.datasets.load("ring")
+        >>> fit = ppgen.fit(models.GAN(2, output="identity"), data, inference.Adversarial(loss="wgan-gp", steps=5000))
+        >>> ppgen.metrics.mode_coverage_for(fit.sample(2500), data.meta)
+    """
+
+    loss: Optional[str] = None
+    critic_steps: Optional[int] = None
+    gradient_penalty: Optional[float] = None
+    clip: float = 0.01
+    lr_generator: Optional[float] = None
+    lr_discriminator: Optional[float] = None
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    steps: int = 5000
+    epochs: Optional[int] = None
+    batch_size: int = 64
+    ema: float = 0.0
+
+    name: ClassVar[str] = "adversarial"
+    title: ClassVar[str] = "Adversarial"
+    full_batch: ClassVar[bool] = False
+
+    def _validate(self):
+        if self.loss is not None:
+            _loss_name(self.loss)
+        if self.critic_steps is not None:
+            self._require(isinstance(self.critic_steps, int) and self.critic_steps >= 1,
+                          f"critic_steps is k, the discriminator updates per generator update, and must be at "
+                          f"least 1 (e.g. 5 for WGAN-GP, 1 for the minimax loss); got {self.critic_steps}")
+        if self.gradient_penalty is not None:
+            self._require(math.isfinite(self.gradient_penalty) and self.gradient_penalty >= 0,
+                          f"gradient_penalty is the weight λ of WGAN-GP's penalty and must be >= 0 (10 in the "
+                          f"paper); got {self.gradient_penalty}")
+        self._require(self.clip > 0 and math.isfinite(self.clip), f"clip must be positive (e.g. 0.01); got {self.clip}")
+        for name in ("lr_generator", "lr_discriminator"):
+            value = getattr(self, name)
+            self._require(value is None or (value > 0 and math.isfinite(value)),
+                          f"{name} must be a positive learning rate (e.g. 1e-4); got {value}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            self._require(value is None or 0 <= value < 1, f"{name} is Adam's decay rate and must be in [0, 1) "
+                                                           f"(e.g. 0.0 and 0.9 for WGAN-GP); got {value}")
+        self._require(self.steps >= 1, f"steps must be at least 1; got {self.steps}")
+        self._require(self.epochs is None or self.epochs >= 1, f"epochs must be at least 1 or None; got {self.epochs}")
+        self._require(self.batch_size >= 1, f"batch_size must be at least 1; got {self.batch_size}")
+        self._require(0 <= self.ema < 1, f"ema is a decay in [0, 1) (e.g. 0.999, or 0 for none); got {self.ema}")
+
+    # ---- resolved settings ---------------------------------------------------------------
+    def resolve_for(self, model) -> "Adversarial":
+        """A copy with every None filled in for ``model`` (loss, k, λ, learning rates, betas), so
+        that the run's config records the settings it used."""
+        if not getattr(model, "has_discriminator", True):  # WAE-MMD: one player
+            return dataclasses.replace(self, critic_steps=1, gradient_penalty=0.0,
+                                       lr_generator=self.lr_generator or 1e-3,
+                                       beta1=_given(self.beta1, 0.9), beta2=_given(self.beta2, 0.999))
+        loss = _loss_name(self.loss) if self.loss is not None else getattr(model, "default_adversarial_loss", "wgan-gp")
+        k, lr, betas = _DEFAULTS[loss]
+        penalty = self.gradient_penalty if self.gradient_penalty is not None else (10.0 if loss == "wgan-gp" else 0.0)
+        return dataclasses.replace(self, loss=loss, critic_steps=self.critic_steps or k,
+                                   gradient_penalty=float(penalty),
+                                   lr_generator=self.lr_generator or lr, lr_discriminator=self.lr_discriminator or lr,
+                                   beta1=_given(self.beta1, betas[0]), beta2=_given(self.beta2, betas[1]))
+
+    def settings(self) -> dict:
+        return {"loss": self.loss, "critic_steps": self.critic_steps or 1,
+                "gradient_penalty": float(self.gradient_penalty or 0.0), "lr_generator": self.lr_generator,
+                "lr_discriminator": self.lr_discriminator,
+                "betas": (_given(self.beta1, 0.5), _given(self.beta2, 0.999))}
+
+    # ---- compatibility ---------------------------------------------------------------
+    def form_for(self, model) -> str:
+        if model.family == "program" or "adversarial" not in getattr(model, "methods", ()):
+            self._refuse(model, "adversarial training fits implicit models (models.GAN, models.CGAN) and "
+                                "adversarial autoencoders (models.AAE)")
+        if not getattr(model, "has_discriminator", True) and self.loss is not None:
+            raise ConfigError(f"Adversarial(loss={self.loss!r}): {type(model).__name__}(regularizer='mmd') is WAE-MMD, "
+                              f"which has no discriminator; drop loss= or use regularizer='adversarial'")
+        return "implicit"
+
+    # ---- loop sizes ------------------------------------------------------------------
+    def batch_size_for(self, num_data: int) -> int:
+        # a step reads k minibatches: the loop hands them over as one block
+        return min(self.batch_size * (self.critic_steps or 1), num_data)
+
+    def num_steps(self, num_data: int) -> int:
+        if self.epochs is not None:
+            return self.epochs * math.ceil(num_data / self.batch_size_for(num_data))
+        return self.steps
+
+    # ---- protocol --------------------------------------------------------------------
+    def init(self, program, batch, seed):
+        impl = _TorchGame if program.backend == "pyro" else _JaxGame
+        return impl.init(self, program, batch, seed)
+
+    def step(self, state, batch):
+        return state["impl"].step(self, state, batch)
+
+    def result(self, state, batch=None) -> Result:
+        return Result(params=state["impl"].params(state, averaged=True))
+
+    def state_arrays(self, state):
+        return state["impl"].state_arrays(state)
+
+    def restore_state(self, state, arrays, meta):
+        return state["impl"].restore_state(state, arrays, meta)
+
+
+def _given(value, default: float) -> float:
+    return float(default if value is None else value)
+
+
+def _stacked_chunks(batch: dict, k: int, size: int) -> dict:
+    """The step's block of rows as k minibatches stacked on a new first axis, (k, size, ...) (rows
+    are reused, cyclically, when the data set holds fewer than k minibatches)."""
+    import jax.numpy as jnp
+
+    arrays = {key: v for key, v in batch.items() if hasattr(v, "shape")}
+    n = batch["x"].shape[0]
+    if n >= k * size:
+        return {key: v[:k * size].reshape((k, size) + tuple(v.shape[1:])) for key, v in arrays.items()}
+    size = max(1, n // k) if n >= k else n
+    rows = (np.arange(k)[:, None] * size + np.arange(size)[None, :]) % n
+    return {key: jnp.take(v, jnp.asarray(rows), axis=0) for key, v in arrays.items()}
+
+
+def _chunks(batch: dict, k: int, size: int) -> list:
+    """The step's block of rows cut into k minibatches (the last ones shorter or reused if the
+    data set is smaller than k minibatches)."""
+    n = batch["x"].shape[0]
+    if n >= k * size:
+        return [{key: v[i * size:(i + 1) * size] for key, v in batch.items() if hasattr(v, "shape")}
+                for i in range(k)]
+    size = max(1, n // k) if n >= k else n
+    return [{key: v[(i * size) % n:(i * size) % n + size] for key, v in batch.items() if hasattr(v, "shape")}
+            for i in range(k)]
+
+
+# ======================================================================================
+# PyTorch (Pyro backend)
+# ======================================================================================
+class _TorchRandom:
+    """Random draws for a game step from torch's RNG (isolated per fit by ``be.rng``)."""
+
+    def __init__(self, like):
+        self.like = like
+
+    def normal(self, shape):
+        import torch
+
+        return torch.randn(shape, dtype=self.like.dtype, device=self.like.device)
+
+    def uniform(self, shape):
+        import torch
+
+        return torch.rand(shape, dtype=self.like.dtype, device=self.like.device)
+
+    def integers(self, high: int, shape):
+        import torch
+
+        return torch.randint(0, high, shape, device=self.like.device)
+
+
+class _TorchGame:
+    @staticmethod
+    def init(alg: Adversarial, program, batch, seed):
+        import torch
+
+        game = program.extras["game"]
+        s = alg.settings()
+        dev = batch["x"].device
+        params = {n: torch.as_tensor(v, device=dev).clone().requires_grad_(True) for n, v in game.init.items()}
+        players = {p: [params[n] for n in names] for p, names in game.players.items()}
+        opts = {p: torch.optim.Adam(players[p], lr=s[f"lr_{p}"], betas=s["betas"]) for p in players if players[p]}
+        state = {"impl": _TorchGame, "game": game, "settings": s, "params": params, "players": players,
+                 "optimizers": opts, "rng": None, "seed": seed, "step": 0, "program": program,
+                 "ema": ({n: params[n].detach().clone() for n in game.players["generator"]} if alg.ema else None)}
+        if game.has_discriminator:
+            _check_critic_output(game, params, batch, _TorchRandom(batch["x"]))
+        return state
+
+    @staticmethod
+    def step(alg: Adversarial, state, batch):
+        import torch
+
+        be = get_backend("pyro")
+        game, s, params = state["game"], state["settings"], state["params"]
+        k = s["critic_steps"]
+        chunks = _chunks(batch, k, alg.batch_size)
+        d_total = penalty_total = 0.0
+        with be.rng(state, state["seed"]), training():
+            rand = _TorchRandom(batch["x"])
+            if game.has_discriminator:
+                opt = state["optimizers"]["discriminator"]
+                for chunk in chunks:
+                    with torch.no_grad():
+                        fake, fake_cond = game.fake(params, chunk, rand)
+                    real, real_cond = game.real(params, chunk, rand)
+                    loss, penalty = _critic_objective(game, s, params, real, real_cond, fake, fake_cond, rand)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if s["loss"] == "wasserstein":
+                        with torch.no_grad():
+                            for p in state["players"]["discriminator"]:
+                                p.clamp_(-alg.clip, alg.clip)
+                    d_total += loss.item()
+                    penalty_total += float(penalty.detach()) if hasattr(penalty, "detach") else float(penalty)
+            chunk = chunks[-1]
+            g_loss, extra = _generator_objective(game, s, params, chunk, rand)
+            opt = state["optimizers"]["generator"]
+            opt.zero_grad(set_to_none=True)
+            grads = torch.autograd.grad(g_loss, state["players"]["generator"])
+            for p, g in zip(state["players"]["generator"], grads):
+                p.grad = g
+            opt.step()
+        state["step"] += 1
+        if state["ema"] is not None:
+            with torch.no_grad():
+                names = list(state["ema"])
+                torch._foreach_lerp_([state["ema"][n] for n in names], [params[n].detach() for n in names],
+                                     1.0 - alg.ema)
+        if not game.has_discriminator:
+            penalty_total = float(extra.get("penalty", 0.0)) * k
+        return state, AdversarialInfo(g_loss.item(), d_total / k if game.has_discriminator else 0.0, penalty_total / k,
+                                      float(extra.get("reconstruction", 0.0)))
+
+    @staticmethod
+    def params(state, averaged: bool = True) -> dict:
+        out = {n: p.detach().cpu().numpy().copy() for n, p in state["params"].items()}
+        if averaged and state["ema"] is not None:
+            out.update({n: v.detach().cpu().numpy().copy() for n, v in state["ema"].items()})
+        return out
+
+    @staticmethod
+    def state_arrays(state):
+        arrays = {f"params/{n}": p.detach().cpu().numpy() for n, p in state["params"].items()}
+        meta = {"step": state["step"], "optimizers": {}}
+        for player, opt in state["optimizers"].items():
+            sd = opt.state_dict()
+            meta["optimizers"][player] = {"param_groups": sd["param_groups"], "keys": {}}
+            for i, entry in sd["state"].items():
+                meta["optimizers"][player]["keys"][str(i)] = sorted(entry)
+                for key, value in entry.items():
+                    arrays[f"optimizer/{player}/{i}/{key}"] = np.asarray(value.detach().cpu().numpy()
+                                                                         if hasattr(value, "detach") else value)
+        for n, v in (state["ema"] or {}).items():
+            arrays[f"ema/{n}"] = v.detach().cpu().numpy()
+        arrays["rng"] = state["rng"].numpy()
+        return arrays, meta
+
+    @staticmethod
+    def restore_state(state, arrays, meta):
+        import torch
+
+        _require_names(state["params"], arrays)
+        with torch.no_grad():
+            for n, p in state["params"].items():
+                p.copy_(torch.as_tensor(arrays[f"params/{n}"]))
+            for n, v in (state["ema"] or {}).items():
+                v.copy_(torch.as_tensor(arrays.get(f"ema/{n}", arrays[f"params/{n}"])))
+        for player, opt in state["optimizers"].items():
+            saved = meta["optimizers"][player]
+            sd = {"param_groups": saved["param_groups"], "state": {}}
+            for i, keys in saved["keys"].items():
+                sd["state"][int(i)] = {key: torch.as_tensor(arrays[f"optimizer/{player}/{i}/{key}"]) for key in keys}
+            opt.load_state_dict(sd)
+        state["rng"] = torch.as_tensor(arrays["rng"])
+        state["step"] = int(meta.get("step", 0))
+        return state
+
+
+def _require_names(params: dict, arrays: dict) -> None:
+    missing = [n for n in params if f"params/{n}" not in arrays]
+    if missing:
+        raise CheckpointError(f"the checkpoint has no values for {missing[:3]}: it was written by another model; "
+                              f"resume with the same model and settings, or use a new run_dir")
+
+
+def _critic_objective(game, s, params, real, real_cond, fake, fake_cond, rand):
+    """The discriminator's loss (penalty included) and the unweighted gradient penalty."""
+    critic = game.critic
+    loss = discriminator_loss(s["loss"], critic(params, real, real_cond), critic(params, fake, fake_cond))
+    penalty = 0.0
+    if s["gradient_penalty"] > 0:
+        alpha = rand.uniform((real.shape[0],))
+        penalty = gradient_penalty(lambda v: critic(params, v, real_cond), real, fake, alpha)
+        loss = loss + s["gradient_penalty"] * penalty
+    return loss, penalty
+
+
+def _generator_objective(game, s, params, chunk, rand):
+    """The generator's loss (for an autoencoder: reconstruction + regulariser) and its parts."""
+    fake, fake_cond = game.fake(params, chunk, rand)
+    extra = game.generator_terms(params, chunk, fake, rand)
+    loss = extra.pop("loss", 0.0)
+    if game.has_discriminator:
+        loss = loss + game.adversarial_weight * generator_loss(s["loss"], game.critic(params, fake, fake_cond))
+    return loss, extra
+
+
+def _check_critic_output(game, params, batch, rand) -> None:
+    """Refuse, before training, a discriminator that does not give one score per example."""
+    small = {k: v[:2] for k, v in batch.items() if hasattr(v, "shape")}
+    real, cond = game.real(params, small, rand)
+    _scores(game.critic(params, real, cond), "data")
+
+
+# ======================================================================================
+# JAX (NumPyro backend)
+# ======================================================================================
+class _JaxRandom:
+    """Random draws for a game step from a JAX key, split at every draw (inside a traced step)."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def _next(self):
+        import jax
+
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def normal(self, shape):
+        import jax
+
+        return jax.random.normal(self._next(), shape)
+
+    def uniform(self, shape):
+        import jax
+
+        return jax.random.uniform(self._next(), shape)
+
+    def integers(self, high: int, shape):
+        import jax
+
+        return jax.random.randint(self._next(), shape, 0, high)
+
+
+class _JaxGame:
+    @staticmethod
+    def init(alg: Adversarial, program, batch, seed):
+        import jax
+        import jax.numpy as jnp
+        from jax.example_libraries import optimizers
+
+        game = program.extras["game"]
+        s = alg.settings()
+        params = {n: jnp.asarray(v) for n, v in game.init.items()}
+        names = {p: tuple(ns) for p, ns in game.players.items()}
+        b1, b2 = s["betas"]
+        opt = {p: optimizers.adam(s[f"lr_{p}"], b1=b1, b2=b2) for p in names if names[p]}
+        opt_state = {p: opt[p][0]({n: params[n] for n in names[p]}) for p in opt}
+        k, loss_name, lam, clip = s["critic_steps"], s["loss"], s["gradient_penalty"], alg.clip
+        size = alg.batch_size
+        if game.has_discriminator:
+            _check_critic_output(game, params, batch, _JaxRandom(jax.random.PRNGKey(0)))
+
+        def merged(opt_state):
+            out = {}
+            for p in opt_state:
+                out.update(opt[p][2](opt_state[p]))
+            return out
+
+        def critic_update(carry, chunk):
+            d_state, count, key, current = carry
+            rand = _JaxRandom(jax.random.fold_in(key, count))
+            fake, fake_cond = game.fake(current, chunk, rand)
+            fake = jax.lax.stop_gradient(fake)
+            real, real_cond = game.real(current, chunk, rand)
+            alpha = rand.uniform((real.shape[0],))
+
+            def d_objective(d_params):
+                p = dict(current, **d_params)
+                loss = discriminator_loss(loss_name, game.critic(p, real, real_cond), game.critic(p, fake, fake_cond))
+                penalty = jnp.zeros(())
+                if lam > 0:
+                    penalty = gradient_penalty(lambda v: game.critic(p, v, real_cond), real, fake, alpha)
+                    loss = loss + lam * penalty
+                return loss, penalty
+
+            (loss, penalty), grads = jax.value_and_grad(d_objective, has_aux=True)(opt["discriminator"][2](d_state))
+            d_state = opt["discriminator"][1](count, grads, d_state)
+            if loss_name == "wasserstein":
+                clipped = jax.tree_util.tree_map(lambda w: jnp.clip(w, -clip, clip), opt["discriminator"][2](d_state))
+                d_state = _replace_params(d_state, clipped)
+            return (d_state, count + 1, key, current), (loss, penalty)
+
+        def update(opt_state, ema, step, block, key):
+            chunks = _stacked_chunks(block, k, size)  # (k, B, ...): the critic's k minibatches
+            key_d, key_g = jax.random.split(key)
+            d_loss = penalty = jnp.zeros(())
+            with training():  # read while JAX traces: the compiled step has dropout on
+                if game.has_discriminator:
+                    carry = (opt_state["discriminator"], step * k, key_d, merged(opt_state))
+                    (d_state, _, _, _), (losses, penalties) = jax.lax.scan(critic_update, carry, chunks)
+                    opt_state = dict(opt_state, discriminator=d_state)
+                    d_loss, penalty = losses.mean(), penalties.mean()
+                current = merged(opt_state)
+                last = {name: v[-1] for name, v in chunks.items()}
+                rand = _JaxRandom(key_g)
+
+                def g_objective(g_params):
+                    return _generator_objective(game, s, dict(current, **g_params), last, rand)
+
+                g_params = opt["generator"][2](opt_state["generator"])
+                (g_loss, extra), grads = jax.value_and_grad(g_objective, has_aux=True)(g_params)
+                opt_state = dict(opt_state, generator=opt["generator"][1](step, grads, opt_state["generator"]))
+            if ema is not None:
+                raw = opt["generator"][2](opt_state["generator"])
+                ema = jax.tree_util.tree_map(lambda e, p_: e + (1.0 - alg.ema) * (p_ - e), ema, raw)
+            return opt_state, ema, g_loss, d_loss, penalty, extra
+
+        ema = {n: params[n] for n in names["generator"]} if alg.ema else None
+        # committed to the data's device like the step's outputs, so that the step compiles once
+        device = next(iter(batch["x"].devices()))
+        opt_state, ema = jax.device_put((opt_state, ema), device)
+        return {"impl": _JaxGame, "game": game, "settings": s, "opt": opt, "opt_state": opt_state, "ema": ema,
+                "merged": merged, "update": jax.jit(update), "step": 0,
+                "key": jax.device_put(jax.random.PRNGKey(seed), device),
+                "program": program}
+
+    @staticmethod
+    def step(alg: Adversarial, state, batch):
+        import jax
+
+        state["key"], key = jax.random.split(state["key"])
+        block = {k: v for k, v in batch.items() if hasattr(v, "shape")}
+        opt_state, ema, g, d, pen, extra = state["update"](state["opt_state"], state["ema"], state["step"], block, key)
+        state.update(opt_state=opt_state, ema=ema)
+        state["step"] += 1
+        game = state["game"]
+        if not game.has_discriminator:
+            pen = extra.get("penalty", 0.0)
+        return state, AdversarialInfo(float(g), float(d) if game.has_discriminator else 0.0, float(pen),
+                                      float(extra.get("reconstruction", 0.0)))
+
+    @staticmethod
+    def params(state, averaged: bool = True) -> dict:
+        out = {n: np.asarray(v) for n, v in state["merged"](state["opt_state"]).items()}
+        if averaged and state["ema"] is not None:
+            out.update({n: np.asarray(v) for n, v in state["ema"].items()})
+        return out
+
+    @staticmethod
+    def state_arrays(state):
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(state["opt_state"])
+        arrays = {f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        for n, v in (state["ema"] or {}).items():
+            arrays[f"ema/{n}"] = np.asarray(v)
+        arrays["key"] = np.asarray(jax.random.key_data(state["key"]) if hasattr(jax.random, "key_data")
+                                   and not isinstance(state["key"], np.ndarray) and state["key"].dtype != np.uint32
+                                   else state["key"])
+        return arrays, {"num_leaves": len(leaves), "step": state["step"]}
+
+    @staticmethod
+    def restore_state(state, arrays, meta):
+        import jax
+        import jax.numpy as jnp
+
+        leaves, treedef = jax.tree_util.tree_flatten(state["opt_state"])
+        if len(leaves) != meta.get("num_leaves"):
+            raise CheckpointError(f"the checkpoint has {meta.get('num_leaves')} optimiser arrays and this game "
+                                  f"{len(leaves)}: it was written by another model; use a new run_dir")
+        state["opt_state"] = jax.tree_util.tree_unflatten(
+            treedef, [jnp.asarray(arrays[f"leaf/{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)])
+        if state["ema"] is not None:
+            state["ema"] = {n: jnp.asarray(arrays.get(f"ema/{n}"), dtype=v.dtype) for n, v in state["ema"].items()}
+        state["key"] = jnp.asarray(arrays["key"], dtype=jnp.uint32)
+        state["step"] = int(meta.get("step", 0))
+        return state
+
+
+def _replace_params(opt_state, new_params):
+    """An Adam state of ``jax.example_libraries.optimizers`` with its parameters replaced (moments kept)."""
+    import jax
+    from jax.example_libraries.optimizers import OptimizerState
+
+    packed, tree = opt_state.packed_state, opt_state.tree_def
+    flat = jax.tree_util.tree_leaves(new_params)
+    packed = type(packed)(type(rest)([x, *rest[1:]]) for x, rest in zip(flat, packed))
+    return OptimizerState(packed, tree, opt_state.subtree_defs)
