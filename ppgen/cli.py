@@ -48,6 +48,12 @@ DEMO_VAE_EPOCHS = 300
 DEMO_QUICK_VAE_EPOCHS = 3
 DEMO_DDPM_STEPS = 4000
 DEMO_QUICK_DDPM_STEPS = 30
+DEMO_GAN_TOY_STEPS = 4000
+#: λ of WGAN-GP on the unit-scale 2-D toys: the value of the WGAN-GP authors' own toy experiments
+#: (λ = 10, the default, is for images; on the ring it locks the critic into the reversed sign)
+TOY_GRADIENT_PENALTY = 0.1
+DEMO_CGAN_EPOCHS = 200
+DEMO_QUICK_GAN_STEPS = 20
 
 
 # ======================================================================================
@@ -285,13 +291,15 @@ def _fit_parser(model_cls=None, inference_cls=None, add_help: bool = True):
                "accept 'none'.\n\nExamples:\n"
                "  ppgen fit ppca --inference closed_form --latent-dim 8\n"
                "  ppgen fit ppca --inference nuts --num-samples 500 --backend numpyro\n"
-               "  ppgen fit ppca --data npz --data-path my.npz --inference svi --steps 3000 --lr 0.01")
+               "  ppgen fit ppca --data npz --data-path my.npz --inference svi --steps 3000 --lr 0.01\n"
+               "  ppgen fit gan --data ring --loss wgan-gp --steps 3000 --batch-size 256")
     parser.add_argument("model", metavar="MODEL", nargs=None if model_cls is not None else "?",
                         help=f"model family: {', '.join(sorted(model_classes()))}")
     _add_data_options(parser, reload_note=False)
     group = parser.add_argument_group("fitting")
-    group.add_argument("--inference", metavar="NAME", default="svi",
-                       help=f"inference algorithm: {', '.join(inference_classes())} (default: svi)")
+    group.add_argument("--inference", metavar="NAME", default=None,
+                       help=f"inference algorithm: {', '.join(inference_classes())} (default: adversarial for "
+                            f"gan, cgan and aae, else svi)")
     group.add_argument("--backend", choices=list(BACKENDS), default="numpyro", help="(default: numpyro)")
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     group.add_argument("--seed", type=int, default=0, help="seeds the fit and the samples (default: 0)")
@@ -481,9 +489,62 @@ def _write_chain(fit, out: Path, seed: int, columns: int = 11, **options):
     return plots.image_rows([images], out, shape, title=f"{_title(fit)}: one chain, x_T (left) to x_0 (right)")
 
 
+_CURVES = ("loss", "log_likelihood")
+_GAME_CURVES = ("generator_loss", "discriminator_loss", "penalty", "reconstruction")
+
+
 def _has_curves(history) -> bool:
-    return len(history) > 1 and any(isinstance(r, dict) and ("loss" in r or "log_likelihood" in r)
+    return len(history) > 1 and any(isinstance(r, dict) and any(k in r for k in _CURVES + _GAME_CURVES)
                                     for r in history)
+
+
+def _implicit(fit) -> bool:
+    return getattr(fit.model, "forms", ()) == ("implicit",)
+
+
+def _sample_metrics(fit, x, labels, meta: dict, seed: int) -> dict:
+    """How close samples are to a split ``x`` (implicit models have no likelihood): the energy
+    distance, mode coverage on the Gaussian-mixture toys, and on the digits the classifier's
+    Fréchet distance and, for a conditional model, its accuracy on the conditioning labels; for
+    an AAE, the energy distance between its codes (the aggregated posterior) and the prior."""
+    from . import metrics as pm
+
+    x = np.asarray(x)
+    n = min(len(x), 2000)
+    out: dict = {"num_examples": int(len(x))}
+    conditional = getattr(fit.model, "conditional", False)
+    if hasattr(fit.model, "prior_sample"):
+        codes = fit.model.encode(fit.backend, fit.params, x[:n])
+        out["latent_energy_distance"] = pm.energy_distance(codes, fit.model.prior_sample(n, seed))
+    options = {"labels": np.asarray(labels)[:n]} if conditional else {}
+    samples = np.asarray(fit.sample(n, seed=seed, **options)).reshape(n, -1)
+    out["energy_distance"] = pm.energy_distance(samples, x[:n].reshape(n, -1))
+    if meta.get("modes"):
+        cover = pm.mode_coverage_for(fit.sample(2500, seed=seed + 1), meta)
+        out.update(modes_covered=cover.covered, num_modes=cover.num_modes, high_quality=cover.high_quality)
+    if meta.get("name") == "digits" and meta.get("view"):
+        scale = pm.view_to_scale(meta["view"])
+        shown = np.clip(samples, meta.get("low"), meta.get("high"))
+        out["frechet_distance"] = pm.digits_frechet_distance(shown, x[:n], scale=scale)
+        if conditional:
+            out["conditional_accuracy"] = pm.conditional_accuracy(shown, options["labels"], scale=scale).overall
+    return out
+
+
+def _aae_figure(fit, dataset, run_dir: Path, seed: int) -> list:
+    """For an AAE with a 2-D latent: the aggregated posterior (codes of the data, coloured by
+    label) over draws of the prior."""
+    from . import plots
+
+    if fit.model.latent_dim != 2:
+        return []
+    split = "test" if dataset.test is not None else "train"
+    x = getattr(dataset, split)
+    codes = fit.model.encode(fit.backend, fit.params, x)
+    prior = fit.model.prior_sample(max(len(x), 2000), seed)
+    return [plots.aggregated_posterior(codes, prior, run_dir / "aggregated_posterior.png",
+                                       labels=_split_labels(dataset, split),
+                                       title=f"{_title(fit)}: codes of the {split} data over the prior")]
 
 
 def _sample_count(fit) -> int:
@@ -507,13 +568,18 @@ def _after_fit(fit, dataset, run_dir: Path, seconds: float, seed: int,
     png, npy = _write_samples(fit, run_dir / "samples.png", _sample_count(fit), seed, reference=dataset.train)
     files = [p for p in (png, npy, _write_chain(fit, run_dir / "chain.png", seed)) if p is not None]
     if _has_curves(fit.history):
-        files.append(plots.curves(fit.history, run_dir / "curves.png"))
-    if hasattr(fit.model, "reconstruct"):
+        files.append(plots.curves(fit.history, run_dir / "curves.png",
+                                  keys=_GAME_CURVES if _implicit(fit) else _CURVES))
+    if _implicit(fit) and hasattr(fit.model, "prior_sample"):
+        files += _aae_figure(fit, dataset, run_dir, seed)
+    elif hasattr(fit.model, "reconstruct"):
         files += _latent_figures(fit, dataset, run_dir, seed)
     metrics: dict = {"fit_seconds": seconds, "data": _data_label(dataset.meta)}
     for split in splits:
         x = getattr(dataset, split)
-        if x is not None:
+        if x is not None and _implicit(fit):
+            metrics[split] = _sample_metrics(fit, x, _split_labels(dataset, split), dict(dataset.meta), seed)
+        elif x is not None:
             metrics[split] = _split_metrics(fit, x, _split_labels(dataset, split), num_samples)
     write_json(run_dir / "metrics.json", metrics)
     files.append(run_dir / "metrics.json")
@@ -559,6 +625,8 @@ def _latent_figures(fit, dataset, run_dir: Path, seed: int) -> list:
 def _fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
     return f"{value:.{digits}f}"
 
 
@@ -581,6 +649,10 @@ def _rel(path) -> str:
 # ======================================================================================
 # ppgen fit
 # ======================================================================================
+def _default_inference(model_cls) -> str:
+    return "adversarial" if "adversarial" in getattr(model_cls, "methods", ()) else "svi"
+
+
 def _cmd_fit(argv: list) -> int:
     import ppgen
 
@@ -592,7 +664,7 @@ def _cmd_fit(argv: list) -> int:
         parser.parse_args(argv)  # prints the general help, or says MODEL is missing
         parser.error("the following arguments are required: MODEL")
     model_cls = _model_class(first.model)
-    inference_cls = _inference_class(first.inference)
+    inference_cls = _inference_class(first.inference or _default_inference(model_cls))
     parser, fields = _fit_parser(model_cls, inference_cls)
     args = parser.parse_args(argv)
     values = vars(args)
@@ -611,7 +683,10 @@ def _cmd_fit(argv: list) -> int:
     metrics, files = _after_fit(fit, dataset, out, seconds, args.seed, num_samples=args.eval_samples)
     print(f"run folder: {out}")
     for split in ("train", "val", "test"):
-        if split in metrics:
+        if split in metrics and "log_likelihood" not in metrics[split]:
+            shown = ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in metrics[split].items())
+            print(f"{split + ':':26s}{shown}")
+        elif split in metrics:
             m = metrics[split]
             print(f"{split + ' log-likelihood:':26s}{_fmt(m['log_likelihood'])} nats per example "
                   f"(+/- {_fmt(m['log_likelihood_se'])}, {m['num_examples']} examples)")
@@ -793,8 +868,12 @@ def _cmd_evaluate(argv: list) -> int:
     fit = ppgen.load(run)
     dataset = _data_for_run(args, fit, run)
     x = dataset.split(args.split)
-    result = dict(_split_metrics(fit, x, _split_labels(dataset, args.split), args.eval_samples),
-                  data=_data_label(dataset.meta))
+    if _implicit(fit):  # no likelihood: sample metrics
+        result = dict(_sample_metrics(fit, x, _split_labels(dataset, args.split), dict(dataset.meta), 0),
+                      data=_data_label(dataset.meta))
+    else:
+        result = dict(_split_metrics(fit, x, _split_labels(dataset, args.split), args.eval_samples),
+                      data=_data_label(dataset.meta))
     path = run / "metrics.json"
     metrics = read_json(path) if path.exists() else {}
     if not isinstance(metrics, dict):
@@ -803,6 +882,12 @@ def _cmd_evaluate(argv: list) -> int:
     write_json(path, metrics)
     print(f"run: {run}")
     print(f"data: {result['data']}, split {args.split} ({result['num_examples']} examples)")
+    if _implicit(fit):
+        for key, value in result.items():
+            if key not in ("data", "num_examples"):
+                print(f"{key.replace('_', ' ')}: {_fmt(value)}")
+        print(f"wrote {path}")
+        return 0
     print(f"log-likelihood: {_fmt(result['log_likelihood'])} nats per example "
           f"(standard error {_fmt(result['log_likelihood_se'])})")
     print(f"bits per dimension: {_fmt(result['bits_per_dim'])}")
@@ -1008,6 +1093,56 @@ def _demo_ddpm(run_dir: Path, quick: bool, seed: int, stages) -> dict:
             "frechet_train_test": reference, "files": [str(f) for f in files]}
 
 
+def _demo_gan(out: Path, quick: bool, seed: int, stages) -> dict:
+    """The demo's GAN stage: WGAN-GP on the ring of 8 Gaussians (mode coverage and high-quality
+    fraction of 2500 samples), then a conditional GAN on the digits (the shipped classifier's
+    accuracy on the conditioning labels, Fréchet distance). NumPyro backend (compiled steps)."""
+    import ppgen
+
+    from . import datasets
+    from . import metrics as ppmetrics
+    from .inference import Adversarial
+    from .models import CGAN, GAN
+
+    toy = datasets.load("ring", n=20000)
+    spec = GAN(2, latent_dim=2, hidden_dims=(256, 256, 256), output="identity")
+    steps = DEMO_QUICK_GAN_STEPS if quick else DEMO_GAN_TOY_STEPS
+    alg = Adversarial(loss="wgan-gp", gradient_penalty=TOY_GRADIENT_PENALTY, steps=steps, batch_size=256)
+    stages.start(f"fit GAN (MLP 3x256) to the ring of 8 Gaussians by WGAN-GP (k=5, λ={TOY_GRADIENT_PENALTY}), "
+                 f"{steps} steps, numpyro")
+    fit = ppgen.fit(spec, toy, alg, backend="numpyro", seed=seed, run_dir=out / "gan_ring", progress=False)
+    seconds = stages.end(f"run folder {out / 'gan_ring'}")
+    metrics, files = _after_fit(fit, toy, out / "gan_ring", seconds, seed, splits=("test",))
+    ring = {"run_dir": str(out / "gan_ring"), "model": spec.to_config(), "inference": fit.inference.to_config(),
+            "fit_seconds": seconds, **{k: metrics["test"][k] for k in ("modes_covered", "num_modes", "high_quality",
+                                                                         "energy_distance")},
+            "files": [str(f) for f in files]}
+    print(f"  {ring['modes_covered']}/{ring['num_modes']} modes covered, "
+          f"{100 * ring['high_quality']:.1f}% of 2500 samples within 3σ of a mode", flush=True)
+
+    digits = datasets.load("digits", view="symmetric")
+    cspec = CGAN(digits.data_dim, num_classes=10, latent_dim=32, hidden_dims=(256, 256))
+    epochs = 1 if quick else DEMO_CGAN_EPOCHS
+    calg = Adversarial(loss="non-saturating", epochs=epochs, batch_size=64, ema=0.999)
+    stages.start(f"fit a conditional GAN (MLP 2x256) to digits (view 'symmetric') by the non-saturating loss, "
+                 f"{epochs} epochs, numpyro")
+    cfit = ppgen.fit(cspec, digits, calg, backend="numpyro", seed=seed, run_dir=out / "cgan_digits", progress=False)
+    cseconds = stages.end(f"run folder {out / 'cgan_digits'}")
+    stages.start("samples per label; classifier accuracy on the conditioning labels and Fréchet distance")
+    labels = np.repeat(np.arange(10), 100)
+    samples = np.clip(cfit.sample(1000, seed=seed, labels=labels), -1, 1)
+    accuracy = ppmetrics.conditional_accuracy(samples, labels, scale="symmetric")
+    frechet = ppmetrics.digits_frechet_distance(samples, digits.test, scale="symmetric")
+    cmetrics, cfiles = _after_fit(cfit, digits, out / "cgan_digits", cseconds, seed, splits=("test",))
+    stages.end(f"accuracy {accuracy.overall:.3f} (worst label {np.nanmin(accuracy.per_class):.2f}), "
+               f"Fréchet {_fmt(frechet, 2)}")
+    cgan = {"run_dir": str(out / "cgan_digits"), "model": cspec.to_config(), "inference": cfit.inference.to_config(),
+            "fit_seconds": cseconds, "conditional_accuracy": accuracy.overall,
+            "worst_label_accuracy": float(np.nanmin(accuracy.per_class)), "frechet": frechet,
+            "files": [str(f) for f in cfiles]}
+    return {"gan_ring": ring, "cgan_digits": cgan}
+
+
 def _cmd_demo(argv: list) -> int:
     import ppgen
 
@@ -1022,7 +1157,8 @@ def _cmd_demo(argv: list) -> int:
                     f"maximum likelihood and by NUTS ({DEMO_DRAWS} warm-up and {DEMO_DRAWS} draws, 2 chains), "
                     "both with numpyro; then a VAE on the 17-level digits by SVI (pyro, early stopping on "
                     "the validation ELBO) with sample, reconstruction and traversal grids; then a DDPM on the "
-                    "digits (pyro) with samples, a reverse chain and its test bound. Writes the run "
+                    "digits (pyro) with samples, a reverse chain and its test bound; then a WGAN-GP on "
+                    "the ring of 8 Gaussians and a conditional GAN on the digits (numpyro). Writes the run "
                     "folders with samples, metrics and, for NUTS, ArviZ plots; prints a comparison and "
                     "writes OUT/report.json.")
     parser.add_argument("--out", metavar="DIR", default="runs/demo", help="(default: runs/demo)")
@@ -1077,12 +1213,13 @@ def _cmd_demo(argv: list) -> int:
         report["runs"][key] = entry
     report["runs"]["vae"] = _demo_vae(out / "vae", quick, args.seed, stages)
     report["runs"]["ddpm"] = _demo_ddpm(out / "ddpm", quick, args.seed, stages)
+    report["runs"].update(_demo_gan(out, quick, args.seed, stages))
     report["total_seconds"] = time.perf_counter() - stages.origin
     write_json(out / "report.json", report)
 
     rows = []
     for key, entry in report["runs"].items():
-        if key in ("vae", "ddpm"):
+        if key in ("vae", "ddpm", "gan_ring", "cgan_digits"):
             continue
         rows.append([key, _fmt(entry["test_log_likelihood"], 3), _fmt(entry["test_log_likelihood_se"], 3),
                      _fmt(entry["val_log_likelihood"], 3), f"{entry['fit_seconds']:.1f}",
@@ -1100,5 +1237,10 @@ def _cmd_demo(argv: list) -> int:
           f"({_fmt(ddpm['test_bits_per_dim'], 3)} bits/dim), Fréchet(DDIM-50 samples, test) "
           f"{_fmt(ddpm['frechet_ddim50'], 2)} (train vs test {_fmt(ddpm['frechet_train_test'], 2)}), "
           f"{ddpm['steps']} steps in {ddpm['fit_seconds']:.1f} s; samples and chain in {ddpm['run_dir']}")
+    ring, cgan = report["runs"]["gan_ring"], report["runs"]["cgan_digits"]
+    print(f"GAN on the ring of 8 Gaussians (WGAN-GP): {ring['modes_covered']}/{ring['num_modes']} modes, "
+          f"{100 * ring['high_quality']:.1f}% high-quality samples; conditional GAN on digits: "
+          f"{100 * cgan['conditional_accuracy']:.1f}% of samples classified as their label (worst label "
+          f"{100 * cgan['worst_label_accuracy']:.0f}%), Fréchet {_fmt(cgan['frechet'], 2)}")
     print(f"\nwrote {out / 'report.json'} (total {report['total_seconds']:.1f} s)")
     return 0

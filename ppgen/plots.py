@@ -246,6 +246,47 @@ def scatter(points, path, reference=None, title: str | None = None) -> Path:
     return _save(fig, path)
 
 
+def aggregated_posterior(codes, prior, path, labels=None, title: str | None = None) -> Path:
+    """Save 2-D codes of data (an AAE's aggregated posterior q(z)) over draws of the prior p(z).
+
+    Args:
+        codes: (N, 2) codes of the data, coloured by ``labels`` when given.
+        prior: (M, 2) draws of the prior, drawn underneath in grey.
+        path: the ``.png`` file to write.
+        labels: optional (N,) integer labels.
+        title: optional figure title.
+
+    Returns:
+        Path: ``path``.
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    for name, value in (("codes", codes), ("prior", prior)):
+        if value.ndim != 2 or value.shape[1] != 2:
+            raise DataError(f"{name} has shape {value.shape}; aggregated_posterior draws 2-D points, shape (N, 2)")
+    fig = _figure(5.2, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(prior[:, 0], prior[:, 1], s=3, color="0.75", alpha=0.5, label="prior p(z)", rasterized=True)
+    if labels is None:
+        ax.scatter(codes[:, 0], codes[:, 1], s=5, color="tab:blue", alpha=0.7, label="codes q(z)")
+    else:
+        labels = np.asarray(labels)
+        from matplotlib import colormaps
+
+        cmap = colormaps["tab10"]
+        for k in np.unique(labels):
+            pick = labels == k
+            ax.scatter(codes[pick, 0], codes[pick, 1], s=5, color=cmap(int(k) % 10), alpha=0.8, label=str(k))
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, markerscale=2, loc="upper right", framealpha=0.8)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def scatter_strip(panels: Sequence, path, names: Sequence[str] | None = None, title: str | None = None) -> Path:
     """Save a row of scatter panels of 2-D points that share axes (e.g. a diffusion chain from
     noise to data, one panel per step).

@@ -402,7 +402,7 @@ def test_demo_quick(capsys, tmp_path):
     assert code == 0, err
     report = json.loads((out_dir / "report.json").read_text())
     assert report["quick"] is True
-    assert set(report["runs"]) == {"closed_form", "nuts", "vae", "ddpm"}
+    assert set(report["runs"]) == {"closed_form", "nuts", "vae", "ddpm", "gan_ring", "cgan_digits"}
     for key in ("closed_form", "nuts", "vae", "ddpm"):
         assert_png(out_dir / key / "samples.png")
         assert math.isfinite(read_metrics(out_dir / key)["test"]["log_likelihood"])
@@ -417,6 +417,47 @@ def test_demo_quick(capsys, tmp_path):
     assert_png(out_dir / "ddpm" / "chain.png")
     assert "DDPM on digits (discretised 17 levels): test bound" in out
     assert math.isfinite(report["runs"]["ddpm"]["frechet_ddim50"])
+    ring, cgan = report["runs"]["gan_ring"], report["runs"]["cgan_digits"]
+    assert ring["num_modes"] == 8 and 0 <= ring["modes_covered"] <= 8 and 0 <= ring["high_quality"] <= 1
+    assert 0 <= cgan["conditional_accuracy"] <= 1 and math.isfinite(cgan["frechet"])
+    for key in ("gan_ring", "cgan_digits"):
+        assert_png(out_dir / key / "samples.png")
+        assert_png(out_dir / key / "curves.png")
+        assert list((out_dir / key / "samples").glob("epoch_*.png"))
+    assert "GAN on the ring of 8 Gaussians (WGAN-GP)" in out
+
+
+def test_fit_gan_then_evaluate_and_sample(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "fit", "gan", "--data", "ring", "--loss", "wgan-gp", "--gradient-penalty", "0.1",
+                           "--steps", "6", "--batch-size", "64", "--latent-dim", "2", "--hidden-dims", "16",
+                           "--backend", "pyro", "--out", tmp_path / "gan")
+    assert code == 0 and "modes covered" in out, out
+    config = json.loads((tmp_path / "gan" / "config.json").read_text())
+    options = config["inference"]["options"]
+    assert options["loss"] == "wgan-gp" and options["critic_steps"] == 5 and options["gradient_penalty"] == 0.1
+    assert config["model"]["options"]["output"] == "identity"  # read from the data
+    for name in ("samples.png", "curves.png", "metrics.json"):
+        assert (tmp_path / "gan" / name).exists(), name
+    assert list((tmp_path / "gan" / "samples").glob("epoch_*.png"))
+    code, out, _ = run_cli(capsys, "evaluate", tmp_path / "gan")
+    assert code == 0 and "energy distance" in out and "high quality" in out
+    code, out, _ = run_cli(capsys, "sample", tmp_path / "gan", "-n", "30", "--out", tmp_path / "s.png")
+    assert code == 0 and np.load(tmp_path / "s.npy").shape == (30, 2)
+    code, _, err = run_cli(capsys, "fit", "gan", "--data", "ring", "--critic-steps", "0", "--out", tmp_path / "bad")
+    assert code != 0 and "critic_steps" in err and "at least 1" in err
+    code, _, err = run_cli(capsys, "fit", "gan", "--data", "ring", "--gradient-penalty", "-1",
+                           "--out", tmp_path / "bad")
+    assert code != 0 and "gradient_penalty" in err
+
+
+def test_fit_aae_writes_the_aggregated_posterior(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "fit", "aae", "--data", "digits", "--view", "categorical", "--prior", "mixture",
+                           "--steps", "5", "--batch-size", "64", "--hidden-dims", "16", "--backend", "pyro",
+                           "--out", tmp_path / "aae")
+    assert code == 0 and "latent energy distance" in out, out
+    assert_png(tmp_path / "aae" / "aggregated_posterior.png")
+    metrics = json.loads((tmp_path / "aae" / "metrics.json").read_text())
+    assert math.isfinite(metrics["test"]["latent_energy_distance"])
 
 
 def test_fit_vae_writes_grids_and_latent_map_and_inspect_shows_q_of_z(capsys, tmp_path, monkeypatch):
