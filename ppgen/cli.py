@@ -1096,7 +1096,8 @@ def _demo_ddpm(run_dir: Path, quick: bool, seed: int, stages) -> dict:
 def _demo_gan(out: Path, quick: bool, seed: int, stages) -> dict:
     """The demo's GAN stage: WGAN-GP on the ring of 8 Gaussians (mode coverage and high-quality
     fraction of 2500 samples), then a conditional GAN on the digits (the shipped classifier's
-    accuracy on the conditioning labels, Fréchet distance). NumPyro backend (compiled steps)."""
+    accuracy on the conditioning labels, Fréchet distance). Pyro backend: for runs this short, the
+    NumPyro backend's compilation of the k-critic step (seconds) would cost more than it saves."""
     import ppgen
 
     from . import datasets
@@ -1109,8 +1110,8 @@ def _demo_gan(out: Path, quick: bool, seed: int, stages) -> dict:
     steps = DEMO_QUICK_GAN_STEPS if quick else DEMO_GAN_TOY_STEPS
     alg = Adversarial(loss="wgan-gp", gradient_penalty=TOY_GRADIENT_PENALTY, steps=steps, batch_size=256)
     stages.start(f"fit GAN (MLP 3x256) to the ring of 8 Gaussians by WGAN-GP (k=5, λ={TOY_GRADIENT_PENALTY}), "
-                 f"{steps} steps, numpyro")
-    fit = ppgen.fit(spec, toy, alg, backend="numpyro", seed=seed, run_dir=out / "gan_ring", progress=False)
+                 f"{steps} steps, pyro")
+    fit = ppgen.fit(spec, toy, alg, backend="pyro", seed=seed, run_dir=out / "gan_ring", progress=False)
     seconds = stages.end(f"run folder {out / 'gan_ring'}")
     metrics, files = _after_fit(fit, toy, out / "gan_ring", seconds, seed, splits=("test",))
     ring = {"run_dir": str(out / "gan_ring"), "model": spec.to_config(), "inference": fit.inference.to_config(),
@@ -1125,8 +1126,8 @@ def _demo_gan(out: Path, quick: bool, seed: int, stages) -> dict:
     epochs = 1 if quick else DEMO_CGAN_EPOCHS
     calg = Adversarial(loss="non-saturating", epochs=epochs, batch_size=64, ema=0.999)
     stages.start(f"fit a conditional GAN (MLP 2x256) to digits (view 'symmetric') by the non-saturating loss, "
-                 f"{epochs} epochs, numpyro")
-    cfit = ppgen.fit(cspec, digits, calg, backend="numpyro", seed=seed, run_dir=out / "cgan_digits", progress=False)
+                 f"{epochs} epochs, pyro")
+    cfit = ppgen.fit(cspec, digits, calg, backend="pyro", seed=seed, run_dir=out / "cgan_digits", progress=False)
     cseconds = stages.end(f"run folder {out / 'cgan_digits'}")
     stages.start("samples per label; classifier accuracy on the conditioning labels and Fréchet distance")
     labels = np.repeat(np.arange(10), 100)
@@ -1158,7 +1159,7 @@ def _cmd_demo(argv: list) -> int:
                     "both with numpyro; then a VAE on the 17-level digits by SVI (pyro, early stopping on "
                     "the validation ELBO) with sample, reconstruction and traversal grids; then a DDPM on the "
                     "digits (pyro) with samples, a reverse chain and its test bound; then a WGAN-GP on "
-                    "the ring of 8 Gaussians and a conditional GAN on the digits (numpyro). Writes the run "
+                    "the ring of 8 Gaussians and a conditional GAN on the digits (pyro). Writes the run "
                     "folders with samples, metrics and, for NUTS, ArviZ plots; prints a comparison and "
                     "writes OUT/report.json.")
     parser.add_argument("--out", metavar="DIR", default="runs/demo", help="(default: runs/demo)")
