@@ -246,7 +246,7 @@ class Adversarial(Inference):
 
     Args:
         loss: ``"minimax"``, ``"non-saturating"``, ``"wasserstein"`` (weight clipping), ``"wgan-gp"``
-            or ``"hinge"``; None: ``"wgan-gp"`` for a GAN, ``"non-saturating"`` for an AAE.
+            or ``"hinge"``; None: ``"wgan-gp"`` for a GAN, ``"hinge"`` for an AAE.
         critic_steps: k, discriminator updates per generator update (None: 5 for the
             Wasserstein losses, else 1).
         gradient_penalty: λ of WGAN-GP (None: 10 for ``"wgan-gp"``; 0 otherwise, where a
