@@ -745,7 +745,7 @@ def _cmd_compare(argv: list) -> int:
     name, sep, text = known.vary.partition("=")
     name = name.strip().replace("-", "_")
     model_cls = _model_class(first.model)
-    inference_cls = _inference_class(first.inference)
+    inference_cls = _inference_class(first.inference or _default_inference(model_cls))
     types = {n: ("model", tp) for n, tp, _, _ in field_specs(model_cls)}
     types.update({n: ("inference", tp) for n, tp, _, _ in field_specs(inference_cls) if n not in types})
     if not sep or name not in types:
