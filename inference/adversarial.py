@@ -264,7 +264,8 @@ class Adversarial(Inference):
 
     Example:
         >>> data = ppgen.datasets.load("ring")
-        >>> fit = ppgen.fit(models.GAN(2, output="identity"), data, inference.Adversarial(loss="wgan-gp", steps=5000))
+        >>> alg = inference.Adversarial(loss="wgan-gp", gradient_penalty=0.1, steps=10000)  # λ = 0.1 on toys
+        >>> fit = ppgen.fit(models.GAN(2, latent_dim=2, output="identity"), data, alg)
         >>> ppgen.metrics.mode_coverage_for(fit.sample(2500), data.meta)
     """
 

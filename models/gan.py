@@ -24,7 +24,8 @@ Sites, identical in both backends: ``z`` (latent), ``x`` (deterministic output);
 
 Example:
     >>> data = ppgen.datasets.load("ring")
-    >>> fit = ppgen.fit(models.GAN(2, output="identity"), data, inference.Adversarial("wgan-gp", steps=5000))
+    >>> alg = inference.Adversarial("wgan-gp", gradient_penalty=0.1, steps=10000)  # λ = 0.1 on unit-scale toys
+    >>> fit = ppgen.fit(models.GAN(2, latent_dim=2, output="identity"), data, alg)
     >>> ppgen.metrics.mode_coverage_for(fit.sample(2500), data.meta)
 
 References:
@@ -89,11 +90,11 @@ class _ImplicitFamily(ModelSpec):
     def _initial(self, seed: int) -> dict:
         """Initial parameters; the discriminator's score layer starts at zero.
 
-        A critic that starts as a constant takes the sign of its first gradient step from the
-        adversarial term. From a random start, WGAN-GP's two-sided penalty (λ = 10) can instead
-        lock the critic into the reversed sign (scores higher on samples than on data) whenever
-        the distance between the distributions is small next to λ, as on the unit-scale toys;
-        the generator is then driven away from the data."""
+        A critic that starts as a constant takes the sign of its first gradient steps from the
+        adversarial term rather than from a random start. This does not remove the deeper trap:
+        WGAN-GP's two-sided penalty with λ = 10 can still lock the critic into the reversed sign
+        (scores higher on samples than on data) later in training whenever the distance between
+        the distributions is small next to λ, as on the unit-scale toys; use λ = 0.1 there."""
         init = {}
         for i, (name, net) in enumerate(self._networks().items()):
             values = net.init(seed * 1009 + i)

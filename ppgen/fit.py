@@ -607,7 +607,8 @@ class Fit:
         return getattr(self.model, name)
 
     def encode(self, x, *, labels=None) -> tuple:
-        """Mean and standard deviation of q(z|x) (the first latent layer) per row: two (N, K) arrays."""
+        """Mean and standard deviation of q(z|x) (the first latent layer) per row: two (N, K) arrays;
+        for an AAE, whose encoder is deterministic, the codes z = E(x): one (N, K) array."""
         return self._family_method("encode", "encode")(self.backend, self.params, x, labels=labels)
 
     def decode(self, z, *, labels=None, mean: bool = True, seed: int = 0) -> np.ndarray:
