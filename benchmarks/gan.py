@@ -21,8 +21,8 @@ Each is timed four ways in one process:
   Conv2d), the step written by hand with one ``torch.optim.Adam`` per player;
 - ppgen, NumPyro backend (CPU);
 - plain JAX: one ``jax.jit``-compiled step over dicts of arrays with the five critic updates
-  unrolled, the penalty by ``jax.grad`` of the summed critic on the interpolates, and
-  ``jax.example_libraries.optimizers.adam``.
+  unrolled, the penalty by ``jax.grad`` of the summed critic on the interpolates, the random
+  key split inside the step, and ``jax.example_libraries.optimizers.adam``.
 
 The plain loops draw rows as ppgen's loop does: a step reads one block of k·B rows of a
 permutation drawn per epoch (``np.random.default_rng([seed, epoch])``) and cuts it into k
@@ -31,17 +31,22 @@ on both sides), and they record the generator's loss, the mean critic loss and t
 penalty of each step as host floats, as ppgen's history does.
 
 Time per step: ppgen's ``fit.history[i]["seconds"]`` (the minibatch draw plus ``alg.step``),
-against the same span of the plain loops (drawing the rows, the step, the host floats),
-after dropping warm-up steps (``--warmup``, at least one epoch, so the compilations of both
-block shapes in JAX drop out); the median over steps, and ``ratio`` is the median over
-``--repeats`` of ppgen / plain, each repeat running both sides back to back. ``loop`` is the
-ratio of mean time between consecutive steps including everything else ppgen's loop does per
-step (history, finiteness checks, callbacks), measured by a callback. Goal: ratio ≤ 1.1.
+against the same span of the plain loops (drawing the rows, the step, the host floats), after
+dropping warm-up steps (``--warmup``, at least one epoch, so the compilations of both block
+shapes in JAX drop out). By default the two sides are interleaved: each plain step runs in
+a callback of the fit right after ppgen's step (outside ppgen's timings), so both see the same
+machine; ``--schedule sequential`` runs the whole fit and then the whole plain loop instead.
+A repeat's ratio is ppgen's median step over the plain median step; the table shows the
+medians over ``--repeats`` (and the range of the ratios). ``loop`` is the ratio of mean times
+with everything else ppgen's loop does per step (history, finiteness checks), from the
+callback's clock readings. ``--clock cpu`` measures the process's CPU time of each step
+(ppgen's: its whole loop between callbacks) instead of wall time. Goal: ratio ≤ 1.1.
 
-    python benchmarks/gan.py [--steps 300] [--repeats 3] [--only ring,pyro] [--device cuda] [--dcgan]
+    python benchmarks/gan.py [--steps 100] [--repeats 3] [--only ring,pyro] [--device cuda] [--dcgan]
 
 Torch runs one intra-op thread (``PPGEN_NUM_THREADS``, default 1) on both sides, and XLA one
-thread (``--xla_cpu_multi_thread_eigen=false``).
+thread (``--xla_cpu_multi_thread_eigen=false``). About 3 minutes on 2 cores (half of it JAX
+compilations: each fit compiles its step).
 """
 
 from __future__ import annotations
@@ -369,7 +374,8 @@ def main(argv=None):
                                                     "backends (pyro, numpyro) to run; default all")
     parser.add_argument("--device", default="cpu", help="device of the Pyro side and its PyTorch baseline")
     parser.add_argument("--dcgan", action="store_true", help="also time the DCGAN (32×32×3, Pyro backend)")
-    parser.add_argument("--dcgan-steps", type=int, default=100, help="training steps per DCGAN run")
+    parser.add_argument("--dcgan-steps", type=int, default=100,
+                        help="training steps per DCGAN run (about 1.4 s a step on one CPU core)")
     parser.add_argument("--dcgan-rows", type=int, default=3200, help="random training images of the DCGAN")
     parser.add_argument("--schedule", choices=("interleaved", "sequential"), default="interleaved",
                         help="interleaved: a plain step after each ppgen step (robust to other load); "
