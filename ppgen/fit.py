@@ -149,12 +149,16 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     ys = be.ppl.index(y, like=xs) if y is not None else None
     full_batch = _make_batch(be, xs, np.arange(num_data), dev, ys)
 
+    orders: dict = {}
+
     def batch_at(step: int) -> dict:
         if batch_size >= num_data:
             return full_batch
         epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(num_data)
-        return _make_batch(be, xs, order[position * batch_size:(position + 1) * batch_size], dev, ys)
+        if epoch not in orders:  # one permutation per epoch, drawn once
+            orders.clear()
+            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(num_data)
+        return _make_batch(be, xs, orders[epoch][position * batch_size:(position + 1) * batch_size], dev, ys)
 
     config = _run_config(spec, alg, backend, device, seed, dataset)
     state = alg.init(program, batch_at(0), seed)

@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 import ppgen
 from ppgen import datasets, inference, models
 from ppgen.errors import ConfigError, DataError, IncompatibleInference
-from ppgen.inference.adversarial import (LOSSES, discriminator_loss, generator_loss, gradient_penalty,
+from ppgen.inference.adversarial import (LOSSES, _schedules, discriminator_loss, generator_loss, gradient_penalty,
                                          minimax_value, mmd_penalty)
 
 ARRAYS = {"torch": lambda a: torch.as_tensor(np.asarray(a, np.float64)),
@@ -136,6 +136,16 @@ def test_wgan_gp_defaults_are_the_papers():
     assert inference.Adversarial().resolve_for(models.AAE(4)).loss == "hinge"
 
 
+def test_lr_decay_anneals_each_player_over_its_own_updates():
+    alg = inference.Adversarial(steps=10, lr_decay=0.01).resolve_for(models.GAN(2))
+    lr = _schedules(alg, alg.settings(), num_data=100)
+    # the generator updates once per step, the critic five times
+    assert lr["generator"](0) == pytest.approx(1e-4) and lr["generator"](10) == pytest.approx(1e-6)
+    assert lr["discriminator"](25) == pytest.approx(1e-5) and lr["discriminator"](50) == pytest.approx(1e-6)
+    constant = inference.Adversarial(steps=10).resolve_for(models.GAN(2))
+    assert _schedules(constant, constant.settings(), 100)["discriminator"](40) == pytest.approx(1e-4)
+
+
 def test_bad_settings_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match="critic_steps .* at least 1"):
         inference.Adversarial(critic_steps=0)
@@ -145,6 +155,8 @@ def test_bad_settings_are_refused_with_the_fix():
         inference.Adversarial(loss="wgan_pg")
     with pytest.raises(ConfigError, match="beta1"):
         inference.Adversarial(beta1=1.0)
+    with pytest.raises(ConfigError, match=r"lr_decay .* in \(0, 1\].*got 0"):
+        inference.Adversarial(lr_decay=0.0)
     with pytest.raises(DataError, match=r"\(8, 2\).*one real score per example"):
         discriminator_loss("wgan-gp", torch.zeros(8, 2), torch.zeros(8))
     with pytest.raises(DataError, match="one real score per example"):
@@ -184,13 +196,17 @@ def test_a_gan_learns_a_one_dimensional_gaussian(backend, loss):
     spec = models.GAN(1, latent_dim=1, hidden_dims=(32, 32), output="identity")
     # λ = 0.1 on unit-scale data (λ = 10 locks the critic into the reversed sign there)
     penalty = {"gradient_penalty": 0.1} if loss == "wgan-gp" else {}
+    # the learning rates decay to a tenth: with a constant rate the non-saturating game keeps
+    # circling (std 0.15-0.57 over seeds 0-3), annealed it settles at std 0.46-0.56 (WGAN-GP
+    # 0.45-0.54, clipping 0.43-0.67; the hinge game is the roughest, 0.45-0.87)
     fit = ppgen.fit(spec, x, inference.Adversarial(loss=loss, steps=600, batch_size=128, lr_generator=1e-3,
-                                                   lr_discriminator=1e-3, **penalty), backend=backend, seed=0)
+                                                   lr_discriminator=1e-3, lr_decay=0.1, **penalty),
+                    backend=backend, seed=0)
     start = spec.sample(backend, spec._initial(0), 4000, seed=1)[:, 0]  # the untrained generator
     assert abs(start.mean() - 1.5) > 1.0 and start.std() < 0.2
     s = fit.sample(4000, seed=1)[:, 0]
     assert abs(s.mean() - 1.5) < 0.2, s.mean()
-    assert 0.2 < s.std() < 0.8, s.std()
+    assert 0.35 < s.std() < 0.75, s.std()
     assert {"generator_loss", "discriminator_loss", "penalty"} <= set(fit.history[0])
     if loss == "wasserstein":  # weight clipping keeps every critic weight in [-clip, clip]
         critic = [v for k, v in fit.params.items() if k.startswith("discriminator.")]
