@@ -51,12 +51,11 @@ from typing import ClassVar, Literal, Optional
 
 import numpy as np
 
-from ppgen.backends import get_backend
 from ppgen.errors import ConfigError, DataError
 from ppgen.program import BuiltProgram
 
 from .gan import _ImplicitFamily, _sub
-from .nets import MLP, ops_for
+from .nets import MLP
 from .vae import _AmortizedFamily
 
 __all__ = ["AAE", "PRIORS"]
@@ -208,18 +207,13 @@ class AAE(_ImplicitFamily):
     # ---- the program -----------------------------------------------------------------------
     def build(self, backend: str, form: str, *, data: np.ndarray, guide: str | None = None, seed: int = 0,
               device: str = "cpu") -> BuiltProgram:
-        if form != "implicit":
-            raise ValueError(f"{type(self).__name__} has no form {form!r}; it has {self.forms}")
         from ppgen.inference.adversarial import Game, mmd_penalty
 
-        be = get_backend(backend)
-        ppl, ops = be.ppl, ops_for(backend)
-        init = self._initial(seed)
+        be, ppl, ops, init, decoder_init, encoder_init = self._build_parts(backend, form, seed, device,
+                                                                          "decoder", "encoder")
         K = self.latent_dim
         means_np = self.prior_means()
         means = be.asarray(means_np, "float32", device)
-        decoder_init = {k: be.asarray(v, "float32", device) for k, v in _sub(init, "decoder").items()}
-        encoder_init = {k: be.asarray(v, "float32", device) for k, v in _sub(init, "encoder").items()}
 
         def prior_site(n, like):
             d = ppl.dist

@@ -105,6 +105,16 @@ class _ImplicitFamily(ModelSpec):
             init.update({f"{name}.{k}": v for k, v in values.items()})
         return init
 
+    def _build_parts(self, backend: str, form: str, seed: int, device: str, *networks: str) -> tuple:
+        """What a ``build`` starts from: the backend, its ppl and ops, the initial parameters, and
+        those of the named networks as backend arrays (the program's ``network`` sites)."""
+        if form != "implicit":
+            raise ValueError(f"{type(self).__name__} has no form {form!r}; it has {self.forms}")
+        be = get_backend(backend)
+        init = self._initial(seed)
+        arrays = [{k: be.asarray(v, "float32", device) for k, v in _sub(init, net).items()} for net in networks]
+        return (be, be.ppl, ops_for(backend), init, *arrays)
+
     def _onehot(self, ppl, y, like):
         if not self.conditional:
             return None
@@ -243,15 +253,10 @@ class GAN(_ImplicitFamily):
     # ---- the program ---------------------------------------------------------------------
     def build(self, backend: str, form: str, *, data: np.ndarray, guide: str | None = None, seed: int = 0,
               device: str = "cpu") -> BuiltProgram:
-        if form != "implicit":
-            raise ValueError(f"{type(self).__name__} has no form {form!r}; it has {self.forms}")
         from ppgen.inference.adversarial import Game
 
-        be = get_backend(backend)
-        ppl, ops = be.ppl, ops_for(backend)
-        init = self._initial(seed)
+        be, ppl, ops, init, generator_init = self._build_parts(backend, form, seed, device, "generator")
         K = self.latent_dim
-        generator_init = {k: be.asarray(v, "float32", device) for k, v in _sub(init, "generator").items()}
 
         def model(x=None, y=None, index=None, num_data=None, num=None):
             weights = ppl.network("generator", generator_init)
