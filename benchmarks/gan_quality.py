@@ -29,10 +29,17 @@ import numpy as np
 import ppgen
 from ppgen import datasets, inference, metrics, models, plots
 
-#: the toy settings: WGAN-GP with λ = 0.1, as the WGAN-GP authors' own toy experiments (λ = 10, the
-#: default for images, locks the critic into the reversed sign on these unit-scale data)
-TOY = {"steps": 10000, "batch_size": 128, "hidden_dims": (128, 128, 128), "latent_dim": 2, "ema": 0.999,
-       "losses": {"wgan-gp": {"gradient_penalty": 0.1}, "non-saturating": {}, "minimax": {}}}
+#: the toy settings. Every loss keeps its paper's k and Adam betas, with a learning rate of 1e-3
+#: for both players annealed to 1e-4 (lr_decay=0.1): at the papers' rates (1e-4, 2e-4) these runs
+#: had not converged (WGAN-GP on the grid: 29% high quality after 10 000 steps, against 88-94%
+#: annealed from 1e-3, and 97% for the worst of those seeds after 20 000 steps). WGAN-GP uses
+#: λ = 0.1, as the WGAN-GP authors' own toy experiments (λ = 10, the default for images, locks the
+#: critic into the reversed sign on these unit-scale data).
+ANNEALED = {"lr_generator": 1e-3, "lr_discriminator": 1e-3, "lr_decay": 0.1}
+TOY = {"steps": {"ring": 10000, "grid": 20000}, "batch_size": 128, "hidden_dims": (128, 128, 128), "latent_dim": 2,
+       "ema": 0.999,
+       "losses": {"wgan-gp": {"gradient_penalty": 0.1, **ANNEALED}, "non-saturating": ANNEALED,
+                  "minimax": ANNEALED}}
 CGAN = {"epochs": 300, "batch_size": 64, "latent_dim": 32, "hidden_dims": (256, 256), "loss": "non-saturating",
         "ema": 0.999}
 AAE = {"epochs": 300, "batch_size": 64, "hidden_dims": (256, 256), "loss": "hinge", "mmd_weight": 10.0}
@@ -41,7 +48,7 @@ AAE = {"epochs": 300, "batch_size": 64, "hidden_dims": (256, 256), "loss": "hing
 def toy_run(name: str, loss: str, seed: int, out: Path, backend: str) -> dict:
     data = datasets.load(name, n=20000)
     spec = models.GAN(2, latent_dim=TOY["latent_dim"], hidden_dims=TOY["hidden_dims"], output="identity")
-    alg = inference.Adversarial(loss=loss, steps=TOY["steps"], batch_size=TOY["batch_size"], ema=TOY["ema"],
+    alg = inference.Adversarial(loss=loss, steps=TOY["steps"][name], batch_size=TOY["batch_size"], ema=TOY["ema"],
                                 **TOY["losses"][loss])
     start = time.perf_counter()
     fit = ppgen.fit(spec, data, alg, backend=backend, seed=seed)
