@@ -267,7 +267,9 @@ class Adversarial(Inference):
 
     Example:
         >>> data = ppgen.datasets.load("ring")
-        >>> alg = inference.Adversarial(loss="wgan-gp", gradient_penalty=0.1, steps=10000)  # λ = 0.1 on toys
+        >>> # λ = 0.1 on unit-scale toys; both rates annealed from 1e-3 to 1e-4 over the run
+        >>> alg = inference.Adversarial(loss="wgan-gp", gradient_penalty=0.1, steps=10000, batch_size=128,
+        ...                             lr_generator=1e-3, lr_discriminator=1e-3, lr_decay=0.1, ema=0.999)
         >>> fit = ppgen.fit(models.GAN(2, latent_dim=2, output="identity"), data, alg)
         >>> ppgen.metrics.mode_coverage_for(fit.sample(2500), data.meta)
     """
