@@ -248,7 +248,7 @@ class Adversarial(Inference):
         loss: ``"minimax"``, ``"non-saturating"``, ``"wasserstein"`` (weight clipping), ``"wgan-gp"``
             or ``"hinge"``; None: ``"wgan-gp"`` for a GAN, ``"hinge"`` for an AAE.
         critic_steps: k, discriminator updates per generator update (None: 5 for the
-            Wasserstein losses, else 1).
+            Wasserstein losses, else 1; at least 2 for an AAE).
         gradient_penalty: λ of WGAN-GP (None: 10 for ``"wgan-gp"``; 0 otherwise, where a
             positive value adds the penalty to any loss).
         clip: the weight-clipping bound of ``"wasserstein"``.
@@ -329,6 +329,7 @@ class Adversarial(Inference):
                                        beta1=_given(self.beta1, 0.9), beta2=_given(self.beta2, 0.999))
         loss = _loss_name(self.loss) if self.loss is not None else getattr(model, "default_adversarial_loss", "wgan-gp")
         k, lr, betas = _DEFAULTS[loss]
+        k = max(k, getattr(model, "default_critic_steps", 1))  # a family may need a stronger critic (AAE: 2)
         penalty = self.gradient_penalty if self.gradient_penalty is not None else (10.0 if loss == "wgan-gp" else 0.0)
         return dataclasses.replace(self, loss=loss, critic_steps=self.critic_steps or k,
                                    gradient_penalty=float(penalty),

@@ -12,7 +12,8 @@ to be sampled (course notes 000, 004; Makhzani et al. 2016):
 
 - ``regularizer="adversarial"`` (AAE): :math:`\mathcal D` is estimated by a discriminator on
   z that calls prior draws real and codes fake; the encoder is its generator
-  (``inference.Adversarial``, any of its losses; the hinge loss by default). With the Jensen–Shannon game this is the
+  (``inference.Adversarial``, any of its losses; the hinge loss with k = 2 critic updates per
+  step by default). With the Jensen–Shannon game this is the
   WAE with :math:`\mathcal D_{JS}` (notes 000).
 - ``regularizer="mmd"`` (WAE-MMD, Tolstikhin et al. 2018): :math:`\mathcal D` is the maximum
   mean discrepancy between a minibatch of codes and as many prior draws, with the inverse
@@ -113,6 +114,11 @@ class AAE(_ImplicitFamily):
     #: the codes onto one component (energy distance to the prior 1.8 after 300 epochs), the hinge
     #: game spread them over the prior (0.25 after 150); see benchmarks/gan_quality.py
     default_adversarial_loss: ClassVar[str] = "hinge"
+    #: k when none is given (or the loss's own default, when larger: 5 for WGAN-GP). Over seeds 0-9
+    #: on the digits (2-D codes, 10-component prior, hinge, 300 epochs), one critic update per step
+    #: collapsed the codes of one seed onto an arc (energy distance 0.53; median 0.026), two gave
+    #: median 0.011 and worst 0.072, at 2.4 nats more reconstruction (half the autoencoder updates)
+    default_critic_steps: ClassVar[int] = 2
 
     # shared with the VAE family: likelihood checks, data checks, networks
     _validate_likelihood = _AmortizedFamily._validate_likelihood

@@ -82,6 +82,11 @@ def test_losses_match_their_formulas(array):
     assert math.isfinite(float(discriminator_loss("minimax", ARRAYS[array]([800.0]), ARRAYS[array]([-800.0]))))
 
 
+def _number(x) -> float:
+    """A scalar as a float (a torch penalty keeps its graph for the critic's gradient)."""
+    return float(x.detach()) if hasattr(x, "detach") else float(x)
+
+
 @pytest.mark.parametrize("array", ["torch", "jax"])
 def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic_and_positive_otherwise(array):
     rng = np.random.default_rng(1)
@@ -94,7 +99,7 @@ def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic_and_positive_oth
         def critic(v, weight=weight):
             return v @ weight + 3.0
 
-        value = float(gradient_penalty(critic, ARRAYS[array](real), ARRAYS[array](fake), ARRAYS[array](alpha)))
+        value = _number(gradient_penalty(critic, ARRAYS[array](real), ARRAYS[array](fake), ARRAYS[array](alpha)))
         assert value == pytest.approx(expected, abs=1e-5)
     # a nonlinear critic: the penalty equals the mean of (|∇|−1)² computed by hand
     def critic(v):
@@ -102,7 +107,7 @@ def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic_and_positive_oth
 
     mix = alpha[:, None] * real + (1 - alpha[:, None]) * fake
     expected = np.mean((np.linalg.norm(2 * mix, axis=1) - 1) ** 2)
-    value = float(gradient_penalty(critic, ARRAYS[array](real), ARRAYS[array](fake), ARRAYS[array](alpha)))
+    value = _number(gradient_penalty(critic, ARRAYS[array](real), ARRAYS[array](fake), ARRAYS[array](alpha)))
     assert value == pytest.approx(expected, rel=1e-4)
 
 
@@ -111,7 +116,7 @@ def test_gradient_penalty_is_differentiable_for_the_critic_parameters():
     real, fake = torch.randn(8, 2), torch.randn(8, 2)
     penalty = gradient_penalty(lambda v: v @ w, real, fake, torch.rand(8))
     penalty.backward()
-    assert float(penalty) == pytest.approx(16.0, rel=1e-5)
+    assert _number(penalty) == pytest.approx(16.0, rel=1e-5)
     assert np.allclose(w.grad.numpy(), 8 * np.array([3.0, 4.0]) / 5, rtol=1e-4)
 
 
@@ -133,7 +138,10 @@ def test_wgan_gp_defaults_are_the_papers():
     assert (alg.lr_generator, alg.lr_discriminator, alg.beta1, alg.beta2) == (1e-4, 1e-4, 0.0, 0.9)
     ns = inference.Adversarial(loss="non-saturating").resolve_for(models.GAN(2))
     assert (ns.critic_steps, ns.gradient_penalty, ns.beta1) == (1, 0.0, 0.5)
-    assert inference.Adversarial().resolve_for(models.AAE(4)).loss == "hinge"
+    aae = inference.Adversarial().resolve_for(models.AAE(4))
+    assert (aae.loss, aae.critic_steps) == ("hinge", 2)  # the AAE's critic gets two updates per step
+    assert inference.Adversarial(loss="wgan-gp").resolve_for(models.AAE(4)).critic_steps == 5
+    assert inference.Adversarial(critic_steps=1).resolve_for(models.AAE(4)).critic_steps == 1
 
 
 def test_lr_decay_anneals_each_player_over_its_own_updates():
