@@ -117,7 +117,7 @@ class AAE(_ImplicitFamily):
     #: k when none is given (or the loss's own default, when larger: 5 for WGAN-GP). Over seeds 0-9
     #: on the digits (2-D codes, 10-component prior, hinge, 300 epochs), one critic update per step
     #: collapsed the codes of one seed onto an arc (energy distance 0.53; median 0.026), two gave
-    #: median 0.011 and worst 0.072, at 2.4 nats more reconstruction (half the autoencoder updates)
+    #: median 0.012 and worst 0.072, at 2.4 nats more reconstruction (half the autoencoder updates)
     default_critic_steps: ClassVar[int] = 2
 
     # shared with the VAE family: likelihood checks, data checks, networks
