@@ -386,14 +386,10 @@ def _given(value, default: float) -> float:
 
 def _schedules(alg: Adversarial, settings: dict, num_data: int) -> dict:
     """Each player's learning rate as a function of its update count (the critic makes k updates
-    per step): constant, or decaying exponentially to ``lr * lr_decay`` at the last step."""
+    per step), decaying exponentially to ``lr * lr_decay`` at the last step (constant for 1)."""
     total = max(alg.num_steps(num_data), 1)
-    out = {}
-    for player, updates in (("generator", total), ("discriminator", total * settings["critic_steps"])):
-        lr = settings[f"lr_{player}"]
-        out[player] = (lambda i, lr=lr, n=updates: lr * alg.lr_decay ** (i / n)) if alg.lr_decay < 1 else \
-            (lambda i, lr=lr: lr)
-    return out
+    updates = {"generator": total, "discriminator": total * settings["critic_steps"]}
+    return {p: (lambda i, lr=settings[f"lr_{p}"], n=n: lr * alg.lr_decay ** (i / n)) for p, n in updates.items()}
 
 
 def _stacked_chunks(batch: dict, k: int, size: int) -> dict:
@@ -644,8 +640,7 @@ class _JaxGame:
         names = {p: tuple(ns) for p, ns in game.players.items()}
         b1, b2 = s["betas"]
         lr = _schedules(alg, s, program.num_data)
-        opt = {p: optimizers.adam(lr[p] if alg.lr_decay < 1 else s[f"lr_{p}"], b1=b1, b2=b2)
-               for p in names if names[p]}
+        opt = {p: optimizers.adam(lr[p], b1=b1, b2=b2) for p in names if names[p]}
         opt_state = {p: opt[p][0]({n: params[n] for n in names[p]}) for p in opt}
         k, loss_name, lam, clip = s["critic_steps"], s["loss"], s["gradient_penalty"], alg.clip
         size = alg.batch_size
