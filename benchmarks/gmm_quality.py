@@ -106,8 +106,7 @@ def choose_k() -> None:
     alg = inference.SVI(guide="normal", steps=600, lr=0.05, num_samples=200)
     fits = [ppgen.fit(models.GMM(2, k, "diag"), x, alg, backend="pyro", seed=0) for k in range(1, 7)]
     table = ppgen.compare(fits)
-    column = ppgen.arviz.elpd_column(table)
-    print(table[["rank", column, "se", "elpd_diff", "dse", "weight"]].to_string())
+    print(table[["rank", "elpd", "se", "elpd_diff", "dse", "weight"]].to_string())
 
 
 def main(argv=None) -> None:

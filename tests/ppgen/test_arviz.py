@@ -9,7 +9,7 @@ from ppgen import inference, models
 
 
 def _group(data, name):
-    return data[name] if not hasattr(data, "groups") or not callable(getattr(data, "groups")) else getattr(data, name)
+    return ppaz.group(data, name)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,8 @@ def test_to_arviz_groups(problem, backend, alg):
     assert {"mean", "sd", "r_hat", "ess_bulk"} <= set(table.columns)
     assert len(table) == 1 + 5
     loo = ppaz.loo(data)
-    assert np.isfinite(float(loo["elpd_loo"]))
+    assert np.isfinite(loo.elpd) and loo.pareto_k.shape == (120,)
+    np.testing.assert_allclose(loo.elpd, loo.elpd_pointwise.sum(), rtol=1e-9)
 
 
 def test_point_estimate_exports_one_draw(problem):
@@ -68,5 +69,5 @@ def test_save_plots_writes_pngs(problem, tmp_path):
     fit = ppgen.fit(models.PPCA(data_dim=5, latent_dim=2), problem,
                     inference.NUTS(num_samples=50, num_warmup=50, num_chains=2), backend="numpyro")
     paths = ppaz.save_plots(fit.to_arviz(num_predictive=2), tmp_path, var_names=["W_diag", "sigma"])
-    assert {p.name for p in paths} == {"trace.png", "posterior.png", "pair.png", "rank.png"}
+    assert {p.name for p in paths} == {"trace.png", "posterior.png", "pair.png", "rank.png", "ppc.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
