@@ -284,19 +284,21 @@ class AAE(_ImplicitFamily):
                             extras={"game": game})
 
     # ---- evaluation ------------------------------------------------------------------------
-    def encode(self, backend: str, params: dict, x, labels=None) -> np.ndarray:
-        """The codes z = E(x), shape (N, K)."""
+    def encode(self, backend: str, params: dict, x, labels=None, device: str = "cpu") -> np.ndarray:
+        """The codes z = E(x), computed on ``device``, shape (N, K)."""
         x = self.check_data(x, "x")
-        return self._run(backend, params, lambda be, ops, p: self.encode_codes(ops, p, be.asarray(x, "float32")))
+        return self._run(backend, params, lambda be, ops, p: self.encode_codes(ops, p, be.asarray(x, "float32", device)),
+                         device)
 
-    def decode(self, backend: str, params: dict, z, labels=None, seed: int = 0, mean: bool = True) -> np.ndarray:
+    def decode(self, backend: str, params: dict, z, labels=None, seed: int = 0, mean: bool = True,
+               device: str = "cpu") -> np.ndarray:
         """The decoder's expected x given codes ``z`` (N, K), or a draw (``mean=False``); (N, D)."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise DataError(f"z has shape {z.shape}; decode takes (N, {self.latent_dim})")
 
         def forward(be, ops, p):
-            dist = self._decoder_dist(be.ppl, ops, p, be.asarray(z, "float32"))
+            dist = self._decoder_dist(be.ppl, ops, p, be.asarray(z, "float32", device))
             base = getattr(dist, "base_dist", dist)
             if not mean:
                 return base.sample(_key(backend, seed)) if backend == "numpyro" else _torch_sample(base, seed)
@@ -304,24 +306,26 @@ class AAE(_ImplicitFamily):
                 return (base.probs * _namespace(base.probs).arange(self.num_levels)).sum(-1)
             return base.probs if self.likelihood == "bernoulli" else base.loc
 
-        out = self._run(backend, params, forward)
+        out = self._run(backend, params, forward, device)
         return out.astype(np.int64) if (self.likelihood == "categorical" and not mean) else out
 
-    def reconstruct(self, backend: str, params: dict, x, labels=None, seed: int = 0, mean: bool = True) -> np.ndarray:
+    def reconstruct(self, backend: str, params: dict, x, labels=None, seed: int = 0, mean: bool = True,
+                    device: str = "cpu") -> np.ndarray:
         """x → E(x) → the decoder's expected x (or a draw); (N, D)."""
-        return self.decode(backend, params, self.encode(backend, params, x), seed=seed, mean=mean)
+        return self.decode(backend, params, self.encode(backend, params, x, device=device), seed=seed, mean=mean,
+                           device=device)
 
     def sample(self, backend: str, params: dict, num: int, seed: int = 0, labels=None,
-               mean: bool = False) -> np.ndarray:
+               mean: bool = False, device: str = "cpu") -> np.ndarray:
         """``num`` new examples: z ~ p(z), then x ~ p(x | z) (``mean=True``: the decoder's expected x)."""
         if labels is not None:
             raise ConfigError("AAE is not conditional; drop labels=")
-        return self.decode(backend, params, self.prior_sample(num, seed), seed=seed + 1, mean=mean)
+        return self.decode(backend, params, self.prior_sample(num, seed), seed=seed + 1, mean=mean, device=device)
 
-    def arviz_groups(self, backend: str, params: dict, x, seed: int = 0) -> dict:
+    def arviz_groups(self, backend: str, params: dict, x, seed: int = 0, device: str = "cpu") -> dict:
         """ArviZ groups: ``posterior`` = the aggregated posterior (the code of each row of ``x``,
         one draw per row), ``prior`` = as many prior draws, ``observed_data`` = x."""
-        codes = self.encode(backend, params, x)
+        codes = self.encode(backend, params, x, device=device)
         prior = self.prior_sample(codes.shape[0], seed)
         return {"posterior": {"z": codes[None]}, "prior": {"z": prior[None]}, "observed_data": {"x": x},
                 "dims": {"z": ["latent"]}}
@@ -359,7 +363,8 @@ def _key(backend, seed):
 def _torch_sample(dist, seed):
     import torch
 
-    with torch.random.fork_rng(devices=[]):
+    device = dist.mean.device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(int(seed))
         return dist.sample()
 

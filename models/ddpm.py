@@ -550,7 +550,7 @@ class DDPM(ModelSpec):
             """x_0 (n, D), the time plate and its steps (k, 1) as 0-based integers."""
             x0 = self.to_model_space(x)
             plate = ppl.plate("time", T, subsample_size=time_batch if time_batch and time_batch < T else None,
-                              dim=-2)
+                              dim=-2, like=x0)
             return x0, plate
 
         def jump(x0, t):
@@ -603,10 +603,12 @@ class DDPM(ModelSpec):
         return ppl.dist.Normal(mean, ppl.xp.exp(0.5 * log_var), validate_args=False).to_event(1)
 
     # ---- evaluation -----------------------------------------------------------------------
-    def bound_terms(self, backend: str, params: dict, x, seed: int = 0, batch_size: int = 256) -> dict:
+    def bound_terms(self, backend: str, params: dict, x, seed: int = 0, batch_size: int = 256,
+                    device: str = "cpu") -> dict:
         """The negative variational bound of each row of ``x``, term by term, with exact KLs
-        (one draw of x_t ~ q(x_t | x_0) per step): ``{"prior": L_T (N,), "steps": L_{t−1} (T−1, N)
-        for t = 2..T, "decoder": L_0 (N,)}`` in nats, float64."""
+        (one draw of x_t ~ q(x_t | x_0) per step; the network runs on ``device``):
+        ``{"prior": L_T (N,), "steps": L_{t−1} (T−1, N) for t = 2..T, "decoder": L_0 (N,)}`` in
+        nats, float64."""
         be = get_backend(backend)
         x = self.check_data(x, "x")
         rng = np.random.default_rng(seed)
@@ -627,7 +629,7 @@ class DDPM(ModelSpec):
                 noise = rng.standard_normal((len(ts), n, self.data_dim))
                 x_t = self.q_sample(x0[None], ts[:, None], noise)                  # float64 (k, n, D)
                 t_rows = np.broadcast_to(ts[:, None], (len(ts), n))
-                output = _run_network(be, backend, denoise, weights, x_t, t_rows)
+                output = _run_network(be, backend, denoise, weights, x_t, t_rows, device)
                 mean, _, log_var, _ = self.p_mean_variance(output, x_t, ts[:, None], clip=False)
                 true_mean, _, true_log_var = self.q_posterior_mean_variance(x0[None], x_t, ts[:, None])
                 kl = normal_kl(true_mean, true_log_var, mean, log_var).sum(-1)     # (k, n)
@@ -645,19 +647,19 @@ class DDPM(ModelSpec):
         return {"prior": np.concatenate(out["prior"]), "steps": np.concatenate(out["steps"], axis=1),
                 "decoder": np.concatenate(out["decoder"])}
 
-    def log_likelihood(self, backend: str, params: dict, x, seed: int = 0) -> np.ndarray:
+    def log_likelihood(self, backend: str, params: dict, x, seed: int = 0, device: str = "cpu") -> np.ndarray:
         """The variational lower bound on log p(x) per row, −(L_T + Σ_t L_{t−1} + L_0), in nats:
         all T terms, KLs exact given one draw of each x_t (Ho et al. 2020, eq. 5). For a
         discretised likelihood it bounds the probability of the integer levels."""
-        terms = self.bound_terms(backend, params, x, seed)
+        terms = self.bound_terms(backend, params, x, seed, device=device)
         return -(terms["prior"] + terms["steps"].sum(0) + terms["decoder"])
 
-    def bits_per_dim(self, backend: str, params: dict, x, seed: int = 0) -> np.ndarray:
+    def bits_per_dim(self, backend: str, params: dict, x, seed: int = 0, device: str = "cpu") -> np.ndarray:
         """−log₂ of the bound per value: −log_likelihood / (D ln 2), per row (discrete data)."""
         if self.likelihood != "discretized_gaussian":
             raise ConfigError("bits per dimension is the convention for discrete data (likelihood="
                               "'discretized_gaussian'); for real data use log_likelihood (nats)")
-        return -self.log_likelihood(backend, params, x, seed) / (self.data_dim * math.log(2.0))
+        return -self.log_likelihood(backend, params, x, seed, device) / (self.data_dim * math.log(2.0))
 
     def sample(self, backend: str, params: dict, num: int, seed: int = 0, sampler: str = "ddpm",
                steps: Optional[int] = None, eta: float = 0.0, return_chain: bool = False, device: str = "cpu"):
@@ -666,7 +668,7 @@ class DDPM(ModelSpec):
 
         With ``return_chain`` also the states x_t before each step and the final x_0 as a
         (steps + 1, num, D) float array in model space ([−1, 1] for discretised data).
-        ``device`` runs the Pyro backend's chain there (e.g. ``"cuda"``; a fit passes its own)."""
+        ``device`` runs the chain there (e.g. ``"cuda"``; a fit passes its own)."""
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; choose 'ddpm' (ancestral) or 'ddim'")
         if sampler == "ddpm" and steps not in (None, self.timesteps):
@@ -744,19 +746,19 @@ def _snap(x, num_levels: int):
     return xp.round((x + 1.0) / step) * step - 1.0
 
 
-def _run_network(be, backend, denoise, weights, x_t, t_rows) -> np.ndarray:
-    """The network's output (float64 numpy) at numpy x_t, steps t_rows, without gradients."""
+def _run_network(be, backend, denoise, weights, x_t, t_rows, device="cpu") -> np.ndarray:
+    """The network's output (float64 numpy) at numpy x_t, steps t_rows, on ``device``, without gradients."""
     if backend == "pyro":
         import torch
 
         with torch.no_grad():
-            w = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-            out = denoise(w, torch.as_tensor(x_t, dtype=torch.float32), torch.as_tensor(np.array(t_rows)))
-        return out.double().numpy()
-    import jax.numpy as jnp
-
-    w = {k: jnp.asarray(v) for k, v in weights.items()}
-    return np.asarray(_jitted(denoise)(w, jnp.asarray(x_t, dtype=jnp.float32), jnp.asarray(t_rows)), dtype=np.float64)
+            w = {k: be.asarray(v, "float32", device) for k, v in weights.items()}
+            out = denoise(w, be.asarray(x_t, "float32", device), be.asarray(np.array(t_rows), "int64", device))
+        return out.double().cpu().numpy()
+    with be.placed(device):
+        w = {k: be.asarray(v, "float32", device) for k, v in weights.items()}
+        out = _jitted(denoise)(w, be.asarray(x_t, "float32", device), be.asarray(np.array(t_rows), "int32", device))
+        return np.asarray(out, dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=8)
@@ -800,18 +802,23 @@ def _sample_loop(spec: DDPM, backend: str, params: dict, num: int, seed: int, sa
     import jax
     import jax.numpy as jnp
 
+    from ppgen.backends import get_backend
+
+    be = get_backend("numpyro")
     step = _jax_sampler_step(spec, sampler, eta)
-    w = {k: jnp.asarray(v) for k, v in weights.items()}
-    key = jax.random.PRNGKey(int(seed))
-    key, sub = jax.random.split(key)
-    x = jax.random.normal(sub, (num, spec.data_dim))
-    chain = [np.asarray(x, np.float64)] if return_chain else None
-    for t, t_prev in zip(order, previous):
+    dev = be.device(device)
+    with be.placed(device):
+        w = {k: be.asarray(v, "float32", device) for k, v in weights.items()}
+        key = jax.device_put(jax.random.PRNGKey(int(seed)), dev)
         key, sub = jax.random.split(key)
-        x = step(w, x, jnp.int32(t), jnp.int32(t_prev), sub)
-        if return_chain:
-            chain.append(np.asarray(x, np.float64))
-    return np.asarray(x, np.float64), (np.stack(chain) if return_chain else None)
+        x = jax.random.normal(sub, (num, spec.data_dim))
+        chain = [np.asarray(x, np.float64)] if return_chain else None
+        for t, t_prev in zip(order, previous):
+            key, sub = jax.random.split(key)
+            x = step(w, x, jax.device_put(jnp.int32(t), dev), jax.device_put(jnp.int32(t_prev), dev), sub)
+            if return_chain:
+                chain.append(np.asarray(x, np.float64))
+        return np.asarray(x, np.float64), (np.stack(chain) if return_chain else None)
 
 
 @functools.lru_cache(maxsize=16)

@@ -129,13 +129,14 @@ class _ImplicitFamily(ModelSpec):
         """``fn(be, ops, arrays)`` with ``params`` as backend arrays, without gradients; numpy out."""
         be = get_backend(backend)
         ops = ops_for(backend)
-        arrays = {k: be.asarray(np.asarray(v), "float32", device) for k, v in params.items()}
-        if backend == "pyro":
-            import torch
+        with be.placed(device):
+            arrays = {k: be.asarray(np.asarray(v), "float32", device) for k, v in params.items()}
+            if backend == "pyro":
+                import torch
 
-            with torch.no_grad():
-                return be.to_numpy(fn(be, ops, arrays)).astype(np.float32)
-        return be.to_numpy(fn(be, ops, arrays)).astype(np.float32)
+                with torch.no_grad():
+                    return be.to_numpy(fn(be, ops, arrays)).astype(np.float32)
+            return be.to_numpy(fn(be, ops, arrays)).astype(np.float32)
 
     def log_likelihood(self, backend, params, x, **kwargs):
         raise ConfigError(f"{type(self).__name__} is an implicit model: it can be sampled but has no likelihood "
@@ -308,17 +309,17 @@ class GAN(_ImplicitFamily):
 
         return self._run(backend, params, forward, device)
 
-    def scores(self, backend: str, params: dict, x, labels=None) -> np.ndarray:
-        """The trained discriminator's score of each row of ``x``, shape (N,)."""
+    def scores(self, backend: str, params: dict, x, labels=None, device: str = "cpu") -> np.ndarray:
+        """The trained discriminator's score of each row of ``x``, computed on ``device``, shape (N,)."""
         x = self.check_data(x, "x")
         y = self.check_labels(labels, x.shape[0], "labels") if self.conditional else None
 
         def forward(be, ops, arrays):
-            xx = be.asarray(x, "float32")
+            xx = be.asarray(x, "float32", device)
             cond = self._onehot(be.ppl, be.ppl.index(y, like=xx), xx) if y is not None else None
             return self.discriminate(ops, arrays, xx, cond)[..., 0]
 
-        return self._run(backend, params, forward)
+        return self._run(backend, params, forward, device)
 
 
 @dataclasses.dataclass(frozen=True)

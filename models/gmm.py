@@ -607,7 +607,7 @@ class GMM(ModelSpec):
         return out
 
     # ---- evaluation ------------------------------------------------------------------------
-    def _batched(self, backend, params: dict, x: np.ndarray, fn):
+    def _batched(self, backend, params: dict, x: np.ndarray, fn, device: str = "cpu"):
         """Apply ``fn(xp, x, params_chunk)`` over chunks of draws in float64; concatenate on axis 0."""
         be = get_backend(backend)
         x = self.check_data(x, "x").astype(np.float64, copy=False)
@@ -618,35 +618,39 @@ class GMM(ModelSpec):
         per_draw = x.shape[0] * self.num_components * self.data_dim
         chunk = max(1, int(8e6 // per_draw))
         out = []
-        with be.precise():
-            xs = be.asarray(x, "float64")
+        with be.precise(), be.placed(device):
+            xs = be.asarray(x, "float64", device)
             for start in range(0, num_draws, chunk):
-                p = {k: be.asarray(v[start:start + chunk], "float64") for k, v in flat.items()}
+                p = {k: be.asarray(v[start:start + chunk], "float64", device) for k, v in flat.items()}
                 out.append(be.to_numpy(fn(be.xp, xs, p)))
         return np.concatenate(out), draw_shape
 
-    def log_likelihood(self, backend: str, params: dict, x: np.ndarray) -> np.ndarray:
-        """Exact log p(x | π, μ, Σ) per example in float64; shape (*draw_shape, N)."""
+    def log_likelihood(self, backend: str, params: dict, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Exact log p(x | π, μ, Σ) per example in float64, on ``device``; shape (*draw_shape, N)."""
         values, draw_shape = self._batched(backend, params, x,
-                                           lambda xp, xs, p: _logsumexp(xp, self.log_joint(xp, xs, p)))
+                                           lambda xp, xs, p: _logsumexp(xp, self.log_joint(xp, xs, p)), device)
         return values.reshape(draw_shape + (values.shape[-1],))
 
-    def predict_proba(self, backend: str, params: dict, x: np.ndarray) -> np.ndarray:
+    def predict_proba(self, backend: str, params: dict, x: np.ndarray, device: str = "cpu") -> np.ndarray:
         """Posterior responsibilities p(z = k | x), shape (N, K), averaged over draws if any."""
         def resp(xp, xs, p):
             joint = self.log_joint(xp, xs, p)
             return xp.exp(joint - _logsumexp(xp, joint)[..., None]).sum(0)[None]
 
-        values, draw_shape = self._batched(backend, params, x, resp)
+        values, draw_shape = self._batched(backend, params, x, resp, device)
         return values.sum(0) / max(int(np.prod(draw_shape)), 1)
 
-    def sample(self, backend: str, params: dict, num: int, seed: int = 0) -> np.ndarray:
-        """``num`` new rows from the mixture: (*draw_shape, num, D), or (num, D) for point params."""
+    def sample(self, backend: str, params: dict, num: int, seed: int = 0, device: str = "cpu") -> np.ndarray:
+        """``num`` new rows from the mixture, drawn on ``device``: (*draw_shape, num, D), or
+        (num, D) for point params."""
         be = get_backend(backend)
-        p = {k: be.asarray(np.asarray(v, dtype=np.float32)) for k, v in self.point_params(params).items()}
-        cov = p[self.covariance_param]
-        sites = be.trace(self._likelihood, seed, ppl=be.ppl, weights=p["weights"], locs=p["locs"], cov=cov, num=num)
-        return be.to_numpy(sites["x"]["value"])
+        with be.placed(device):
+            p = {k: be.asarray(np.asarray(v, dtype=np.float32), "float32", device)
+                 for k, v in self.point_params(params).items()}
+            cov = p[self.covariance_param]
+            sites = be.trace(self._likelihood, seed, ppl=be.ppl, weights=p["weights"], locs=p["locs"], cov=cov,
+                             num=num)
+            return be.to_numpy(sites["x"]["value"])
 
     def relabel(self, posterior: dict) -> dict:
         """Undo label switching in posterior draws (chains, draws, ...): see the module docstring."""

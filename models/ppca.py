@@ -374,8 +374,9 @@ class PPCA(ModelSpec):
         """The likelihood's parameters (W, mu, sigma) from a fit's params or posterior draws."""
         return {k: draws[k] for k in ("W", "mu", "sigma")}
 
-    def log_likelihood(self, backend: str, params: dict, x: np.ndarray) -> np.ndarray:
-        """Exact log p(x | W, μ, σ) per example, in float64; params may have leading draw axes.
+    def log_likelihood(self, backend: str, params: dict, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Exact log p(x | W, μ, σ) per example, in float64, computed on ``device``; params may
+        have leading draw axes.
 
         Returns an array of shape (*draw_shape, N)."""
         be = get_backend(backend)
@@ -386,16 +387,18 @@ class PPCA(ModelSpec):
         num_draws = flat["sigma"].shape[0]
         chunk = max(1, int(4e6 // (np.asarray(x).shape[0] * self.latent_dim)))  # bound memory
         out = []
-        with be.precise():
-            xs = be.asarray(np.asarray(x, dtype=np.float64), "float64")
+        with be.precise(), be.placed(device):
+            xs = be.asarray(np.asarray(x, dtype=np.float64), "float64", device)
             for start in range(0, num_draws, chunk):
-                p = {k: be.asarray(v[start:start + chunk], "float64") for k, v in flat.items()}
+                p = {k: be.asarray(v[start:start + chunk], "float64", device) for k, v in flat.items()}
                 out.append(be.to_numpy(self._woodbury_log_density(be.xp, p["W"], p["mu"], p["sigma"], xs)))
         return np.concatenate(out).reshape(draw_shape + (xs.shape[0],))
 
-    def sample(self, backend: str, params: dict, num: int, seed: int = 0) -> np.ndarray:
-        """Draw ``num`` new rows from p(x | W, μ, σ): shape (*draw_shape, num, D) when the
-        params carry leading draw axes, else (num, D)."""
+    def sample(self, backend: str, params: dict, num: int, seed: int = 0, device: str = "cpu") -> np.ndarray:
+        """Draw ``num`` new rows from p(x | W, μ, σ) on ``device``: shape (*draw_shape, num, D)
+        when the params carry leading draw axes, else (num, D)."""
         be = get_backend(backend)
-        p = {k: be.asarray(np.asarray(v, dtype=np.float32)) for k, v in self.point_params(params).items()}
-        return be.to_numpy(be.trace(self._likelihood, seed, ppl=be.ppl, num=num, **p)["x"]["value"])
+        with be.placed(device):
+            p = {k: be.asarray(np.asarray(v, dtype=np.float32), "float32", device)
+                 for k, v in self.point_params(params).items()}
+            return be.to_numpy(be.trace(self._likelihood, seed, ppl=be.ppl, num=num, **p)["x"]["value"])

@@ -239,10 +239,10 @@ class _AmortizedFamily(ModelSpec):
     def _eval_program(self, backend: str) -> BuiltProgram:
         return self.build(backend, "latent", data=np.zeros((1, self.data_dim), np.float32))
 
-    def _batch(self, be, x, y) -> dict:
-        batch = {"x": be.asarray(x, "float32")}
+    def _batch(self, be, x, y, device: str = "cpu") -> dict:
+        batch = {"x": be.asarray(x, "float32", device)}
         if self.conditional:
-            batch["y"] = be.ppl.index(y)
+            batch["y"] = be.ppl.index(y, like=batch["x"])
         return batch
 
     def _rows_per_pass(self, num_examples: int) -> int:
@@ -250,9 +250,10 @@ class _AmortizedFamily(ModelSpec):
         width = self.data_dim * self._values_per_dim + sum(self.hidden_dims)
         return max(1, int(2e7 // max(1, num_examples * width)))
 
-    def log_weights(self, backend: str, params: dict, x, num_samples: int, seed: int = 0, labels=None) -> np.ndarray:
-        """log p(x_n, z_s) − log q(z_s | x_n) for S = ``num_samples`` encoder draws per row:
-        float64 array of shape (S, N)."""
+    def log_weights(self, backend: str, params: dict, x, num_samples: int, seed: int = 0, labels=None,
+                    device: str = "cpu") -> np.ndarray:
+        """log p(x_n, z_s) − log q(z_s | x_n) for S = ``num_samples`` encoder draws per row,
+        computed on ``device``: float64 array of shape (S, N)."""
         be = get_backend(backend)
         x = self.check_data(x, "x")
         y = self.check_labels(labels, x.shape[0], "labels")
@@ -261,7 +262,7 @@ class _AmortizedFamily(ModelSpec):
         chunk = 512
         for start in range(0, x.shape[0], chunk):
             stop = min(start + chunk, x.shape[0])
-            batch = self._batch(be, x[start:stop], None if y is None else y[start:stop])
+            batch = self._batch(be, x[start:stop], None if y is None else y[start:stop], device)
             per_pass = min(num_samples, self._rows_per_pass(stop - start))
             columns, done = [], 0
             while done < num_samples:
@@ -273,19 +274,20 @@ class _AmortizedFamily(ModelSpec):
         return np.concatenate(out, axis=1)
 
     def log_likelihood(self, backend: str, params: dict, x, num_samples: int = 1000, seed: int = 0,
-                       labels=None) -> np.ndarray:
+                       labels=None, device: str = "cpu") -> np.ndarray:
         """Importance-sampled log p(x) per example with the encoder as proposal:
         log (1/S) Σ_s p(x, z_s)/q(z_s|x), z_s ~ q(z|x); shape (N,). A lower bound in
         expectation that tightens as ``num_samples`` grows (IWAE bound with K = S)."""
         if int(num_samples) < 1:
             raise ConfigError(f"num_samples must be at least 1; got {num_samples}")
-        lw = self.log_weights(backend, params, x, int(num_samples), seed, labels)
+        lw = self.log_weights(backend, params, x, int(num_samples), seed, labels, device)
         top = lw.max(axis=0)
         return top + np.log(np.mean(np.exp(lw - top), axis=0))
 
-    def elbo(self, backend: str, params: dict, x, num_samples: int = 10, seed: int = 0, labels=None) -> np.ndarray:
+    def elbo(self, backend: str, params: dict, x, num_samples: int = 10, seed: int = 0, labels=None,
+             device: str = "cpu") -> np.ndarray:
         """Monte Carlo ELBO per example, the mean over ``num_samples`` of the log-weights; shape (N,)."""
-        return self.log_weights(backend, params, x, int(num_samples), seed, labels).mean(axis=0)
+        return self.log_weights(backend, params, x, int(num_samples), seed, labels, device).mean(axis=0)
 
     def _x_mean(self, be, site) -> np.ndarray:
         fn = site["fn"]
@@ -298,33 +300,34 @@ class _AmortizedFamily(ModelSpec):
         return be.to_numpy(base.loc).astype(np.float64)
 
     def sample(self, backend: str, params: dict, num: int, seed: int = 0, labels=None,
-               mean: bool = False) -> np.ndarray:
-        """``num`` new examples from the prior through the decoder, shape (num, data_dim)
-        (integer codes for a categorical likelihood); ``mean=True`` returns the decoder's
-        expected value instead of a draw."""
+               mean: bool = False, device: str = "cpu") -> np.ndarray:
+        """``num`` new examples from the prior through the decoder, drawn on ``device``, shape
+        (num, data_dim) (integer codes for a categorical likelihood); ``mean=True`` returns the
+        decoder's expected value instead of a draw."""
         be = get_backend(backend)
         y = self.check_labels(labels, num, "labels")
         program = self._eval_program(backend)
         kwargs = {"x": None, "num": int(num)}
         if self.conditional:
-            kwargs["y"] = be.ppl.index(y)
-        sites = be.run_with_params(program.model, params, seed, **kwargs)
+            kwargs["y"] = be.asarray(y, "int32", device)
+        sites = be.run_with_params(program.model, params, seed, device, **kwargs)
         return self._x_mean(be, sites["x"]) if mean else self._as_data(be.to_numpy(sites["x"]["value"]))
 
     def _as_data(self, x: np.ndarray) -> np.ndarray:
         return x.astype(np.int64) if self.likelihood == "categorical" else x.astype(np.float32)
 
-    def encode(self, backend: str, params: dict, x, labels=None) -> tuple:
+    def encode(self, backend: str, params: dict, x, labels=None, device: str = "cpu") -> tuple:
         """Mean and standard deviation of q(z|x) (the first latent layer), each (N, latent)."""
         be = get_backend(backend)
         x = self.check_data(x, "x")
         y = self.check_labels(labels, x.shape[0], "labels")
         program = self._eval_program(backend)
-        site = be.run_with_params(program.guide, params, 0, **self._batch(be, x, y))[self.latent_site]
+        site = be.run_with_params(program.guide, params, 0, device, **self._batch(be, x, y, device))[self.latent_site]
         base = getattr(site["fn"], "base_dist", site["fn"])
         return be.to_numpy(base.loc), be.to_numpy(base.scale)
 
-    def decode(self, backend: str, params: dict, z, labels=None, seed: int = 0, mean: bool = True) -> np.ndarray:
+    def decode(self, backend: str, params: dict, z, labels=None, seed: int = 0, mean: bool = True,
+               device: str = "cpu") -> np.ndarray:
         """The decoder's expected x (``mean=True``) or a draw of x given the latent ``z``
         (N, latent) of the first layer; shape (N, data_dim)."""
         be = get_backend(backend)
@@ -335,24 +338,27 @@ class _AmortizedFamily(ModelSpec):
         program = self._eval_program(backend)
         kwargs = {"x": None, "num": z.shape[0]}
         if self.conditional:
-            kwargs["y"] = be.ppl.index(y)
-        sites = be.run_with_params(program.model, params, seed, condition={self.latent_site: be.asarray(z)}, **kwargs)
+            kwargs["y"] = be.asarray(y, "int32", device)
+        sites = be.run_with_params(program.model, params, seed, device,
+                                   condition={self.latent_site: be.asarray(z, "float32", device)}, **kwargs)
         return self._x_mean(be, sites["x"]) if mean else self._as_data(be.to_numpy(sites["x"]["value"]))
 
-    def reconstruct(self, backend: str, params: dict, x, labels=None, seed: int = 0, mean: bool = True) -> np.ndarray:
+    def reconstruct(self, backend: str, params: dict, x, labels=None, seed: int = 0, mean: bool = True,
+                    device: str = "cpu") -> np.ndarray:
         """Reconstructions: z ~ q(z|x), then the decoder's expected x (or a draw); (N, data_dim)."""
         be = get_backend(backend)
         x = self.check_data(x, "x")
         y = self.check_labels(labels, x.shape[0], "labels")
         program = self._eval_program(backend)
-        batch = self._batch(be, x, y)
-        guide_sites = be.run_with_params(program.guide, params, seed, **batch)
+        batch = self._batch(be, x, y, device)
+        guide_sites = be.run_with_params(program.guide, params, seed, device, **batch)
         values = {k: s["value"] for k, s in guide_sites.items() if not s["is_observed"]}
         kwargs = dict(batch, x=None, num=x.shape[0])
-        sites = be.run_with_params(program.model, params, seed + 1, condition=values, **kwargs)
+        sites = be.run_with_params(program.model, params, seed + 1, device, condition=values, **kwargs)
         return self._x_mean(be, sites["x"]) if mean else self._as_data(be.to_numpy(sites["x"]["value"]))
 
-    def posterior_draws(self, backend: str, params: dict, x, num_draws: int, seed: int = 0, labels=None) -> dict:
+    def posterior_draws(self, backend: str, params: dict, x, num_draws: int, seed: int = 0, labels=None,
+                        device: str = "cpu") -> dict:
         """Draws of q(z|x) for each row of ``x``, reconstructions drawn from p(x|z), and
         log p(x|z) per draw: ``{"latents": {site: (S, N, ...)}, "x": (S, N, D),
         "log_likelihood": (S, N)}``."""
@@ -360,14 +366,16 @@ class _AmortizedFamily(ModelSpec):
         x = self.check_data(x, "x")
         y = self.check_labels(labels, x.shape[0], "labels")
         program = self._eval_program(backend)
-        batch = self._batch(be, x, y)
-        guide_sites = be.run_with_params(program.guide, params, seed, num_particles=num_draws, **batch)
+        batch = self._batch(be, x, y, device)
+        guide_sites = be.run_with_params(program.guide, params, seed, device, num_particles=num_draws, **batch)
         values = {k: s["value"] for k, s in guide_sites.items() if not s["is_observed"]}
-        scored = be.run_with_params(program.model, params, seed + 1, num_particles=num_draws, condition=values, **batch)
+        scored = be.run_with_params(program.model, params, seed + 1, device, num_particles=num_draws,
+                                    condition=values, **batch)
         fn = scored["x"]["fn"]
-        log_lik = be.to_numpy(fn.log_prob(scored["x"]["value"])).astype(np.float64)
-        replicated = be.run_with_params(program.model, params, seed + 2, num_particles=num_draws, condition=values,
-                                        **dict(batch, x=None, num=x.shape[0]))
+        with be.placed(device):
+            log_lik = be.to_numpy(fn.log_prob(scored["x"]["value"])).astype(np.float64)
+        replicated = be.run_with_params(program.model, params, seed + 2, device, num_particles=num_draws,
+                                        condition=values, **dict(batch, x=None, num=x.shape[0]))
         return {"latents": {k: be.to_numpy(v) for k, v in values.items()},
                 "x": self._as_data(be.to_numpy(replicated["x"]["value"])),
                 "log_likelihood": np.broadcast_to(log_lik, (num_draws, x.shape[0])).copy()}

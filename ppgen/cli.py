@@ -804,6 +804,12 @@ def _cmd_compare(argv: list) -> int:
 # ======================================================================================
 # ppgen sample
 # ======================================================================================
+def _add_load_device(parser) -> None:
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or cuda:N (default: where the run was fitted if this machine has it, "
+                             "else the best this machine has)")
+
+
 def _cmd_sample(argv: list) -> int:
     import ppgen
 
@@ -817,6 +823,7 @@ def _cmd_sample(argv: list) -> int:
                         help=f"number of samples (default: {SAMPLE_COUNT})")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--out", metavar="PATH", default=None, help="the .png to write (default: RUN/samples.png)")
+    _add_load_device(parser)
     diffusion = parser.add_argument_group("diffusion models (ddpm)")
     diffusion.add_argument("--sampler", choices=["ddpm", "ddim"], default=None,
                            help="ancestral sampling over all T steps, or DDIM (default: ddpm)")
@@ -829,7 +836,7 @@ def _cmd_sample(argv: list) -> int:
     options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta))
                if v is not None}
     run = Path(args.run)
-    fit = ppgen.load(run)
+    fit = ppgen.load(run, device=args.device)
     out = Path(args.out) if args.out else run / "samples.png"
     reference = None
     if list(fit.config.get("data", {}).get("shape") or []) == [2]:
@@ -867,10 +874,11 @@ def _cmd_evaluate(argv: list) -> int:
     parser.add_argument("--split", choices=["test", "val", "train"], default="test", help="(default: test)")
     parser.add_argument("--eval-samples", metavar="INT", type=int, default=None,
                         help="importance samples per example for the VAE-like families (default: 1000)")
+    _add_load_device(parser)
     _add_data_options(parser, reload_note=True)
     args = parser.parse_args(argv)
     run = Path(args.run)
-    fit = ppgen.load(run)
+    fit = ppgen.load(run, device=args.device)
     dataset = _data_for_run(args, fit, run)
     x = dataset.split(args.split)
     if _implicit(fit):  # no likelihood: sample metrics
@@ -976,10 +984,11 @@ def _cmd_inspect(argv: list) -> int:
     parser.add_argument("run", metavar="RUN", help="the run folder")
     parser.add_argument("--var", dest="vars", metavar="NAME", action="extend", nargs="+", default=None,
                         help="variables to show (default: small ones, e.g. W_diag and sigma for PPCA)")
+    _add_load_device(parser)
     _add_data_options(parser, reload_note=True)
     args = parser.parse_args(argv)
     run = Path(args.run)
-    fit = ppgen.load(run)
+    fit = ppgen.load(run, device=args.device)
     dataset = _data_for_run(args, fit, run)
     table, paths, _ = _inspect(fit, dataset.train, run / "plots", args.vars, labels=_split_labels(dataset, "train"))
     if hasattr(fit.model, "posterior_draws"):

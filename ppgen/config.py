@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from .errors import ConfigError
 
-__all__ = ["Config", "field_specs", "suggest"]
+__all__ = ["Config", "CodeReference", "field_specs", "suggest"]
 
 
 def suggest(name: str, choices) -> str:
@@ -85,6 +85,38 @@ def _check_value(owner: str, name: str, tp, optional: bool, value):
 
 
 @dataclasses.dataclass(frozen=True)
+class CodeReference:
+    """What a run folder keeps of a function a person passed as an option (a custom loss, say):
+    its name. Code is never stored, so a loaded run holds this record in its place; calling it
+    says how to bring the function back (``ppgen.load(path, inference=...)``)."""
+
+    name: str
+
+    def __call__(self, *args, **kwargs):
+        raise ConfigError(f"this run used the function {self.name!r}, and run folders never store code; pass "
+                          f"the object that holds it again, e.g. ppgen.load(path, inference=SVI(elbo={self.name}, "
+                          f"...)), or fit anew")
+
+    def __repr__(self):
+        return f"CodeReference({self.name!r})"
+
+
+def _to_json(value):
+    if isinstance(value, CodeReference):
+        return {"callable": value.name}
+    if callable(value) and not isinstance(value, (int, float, str, bool)):
+        return {"callable": getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+                or type(value).__name__}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_json(value):
+    if isinstance(value, dict) and set(value) == {"callable"}:
+        return CodeReference(str(value["callable"]))
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Base of model specs and inference objects (frozen dataclasses validated on construction)."""
 
@@ -107,23 +139,20 @@ class Config:
 
     def to_config(self) -> dict:
         """JSON-ready dict: ``{"name": ..., "options": {...}}`` that ``from_config`` inverts."""
-        options = {}
-        for fname, *_ in field_specs(type(self)):
-            value = getattr(self, fname)
-            if callable(value) and not isinstance(value, (int, float, str, bool)):
-                value = getattr(value, "__name__", repr(value))
-            options[fname] = list(value) if isinstance(value, tuple) else value
+        options = {fname: _to_json(getattr(self, fname)) for fname, *_ in field_specs(type(self))}
         return {"kind": self.kind, "name": self.name, "options": options}
 
     @classmethod
     def from_options(cls, options: dict):
+        """The object from its options, as ``to_config`` wrote them (a function option comes back
+        as a :class:`CodeReference`)."""
         known = {f[0] for f in field_specs(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
                 f"{cls.__name__} has no option {unknown[0]!r}.{suggest(unknown[0], known)} "
                 f"Its options are: {sorted(known)}")
-        return cls(**options)
+        return cls(**{k: _from_json(v) for k, v in options.items()})
 
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""

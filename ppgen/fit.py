@@ -19,10 +19,10 @@ from typing import Any, Callable, Literal, NamedTuple, Optional, Sequence
 import numpy as np
 
 from . import checkpoint as ckpt
-from .backends import BACKENDS, get_backend
+from .backends import BACKENDS, check_device, get_backend
 from .config import Config
 from .errors import CheckpointError, ConfigError, DataError, Diverged
-from .registry import resolve_inference, resolve_model
+from .registry import inference_from_config, model_from_config, resolve_inference, resolve_model
 
 __all__ = ["fit", "load", "compare", "Fit", "EarlyStopping", "StepEvent"]
 
@@ -90,7 +90,8 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         data: a ``Dataset``, a dataset name, or an array (all of it training data).
         inference: an inference object or a name ("closed_form", "em", "svi", "nuts", "hmc").
         backend: "pyro" or "numpyro" (default: a Program's own backend, else "numpyro").
-        device: "cpu" or "cuda".
+        device: "cpu", "cuda" or "cuda:N": where the data, parameters and every array of the fit,
+            its evaluations and its samples live.
         seed: seeds everything: initial values, minibatch order, the algorithm's randomness.
         progress: show a progress bar (default: when stderr is a terminal).
         callbacks: functions called with a :class:`StepEvent` after each step; returning True stops.
@@ -114,6 +115,7 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     dataset = _as_dataset(data)
     spec = resolve_model(model, data_dim=dataset.data_dim, meta=dataset.meta, **model_options)
     alg = resolve_inference(inference)
+    device = check_device(device)
     backend = backend or getattr(spec, "backend", None) or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -138,6 +140,14 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
 
     be = get_backend(backend)
     dev = be.setup(device)
+    with be.placed(device):  # JAX makes its arrays (keys, constants) on the fit's device
+        return _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, device, seed, progress,
+                      callbacks, early_stopping, run_dir, checkpoint_every, resume, samples_every)
+
+
+def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, device, seed, progress, callbacks,
+           early_stopping, run_dir, checkpoint_every, resume, samples_every) -> "Fit":
+    """The loop of :func:`fit`, after its checks, on the fit's device."""
     program = spec.build(backend, form, data=x, guide=alg.guide_for(spec), seed=seed, device=device,
                          **alg.build_options(spec))
     program.train = x
@@ -201,7 +211,8 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
                 last_checkpoint, pending = ckpt_dir, None
             stop = bool(getattr(info, "done", getattr(info, "converged", False)))
             if early_stopping is not None and (step + 1) % early_stopping.every == 0:
-                value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val, y_val)
+                value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val, y_val,
+                                           device)
                 record[early_stopping.metric] = value
                 score = -value if early_stopping.metric == "val_loss" else value
                 if score > best["value"] + early_stopping.min_delta:
@@ -241,8 +252,6 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
 
 def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: int, seed: int, device) -> None:
     """A picture of samples of the current state: an image grid, or 2-D points over nothing."""
-    import inspect
-
     from . import plots
 
     if not hasattr(spec, "sample"):
@@ -250,9 +259,7 @@ def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: i
     params = alg.result(state).params
     n = 64 if len(meta.get("shape") or ()) in (2, 3) else 1000
     options = {"labels": np.arange(n) % spec.num_classes} if getattr(spec, "conditional", False) else {}
-    if device != "cpu" and "device" in inspect.signature(spec.sample).parameters:
-        options["device"] = device
-    x = np.asarray(spec.sample(backend, params, n, seed, **options))
+    x = np.asarray(spec.sample(backend, params, n, seed, device=device, **options))
     shape = list(meta.get("shape") or x.shape[1:])
     title = f"{spec.name} · epoch {epoch}"
     if len(shape) in (2, 3):
@@ -280,7 +287,7 @@ def _labels(spec, dataset, split: str, num: int):
     return spec.check_labels(labels, num, f"the {split} labels")
 
 
-def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_val=None) -> float:
+def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_val=None, device="cpu") -> float:
     if metric == "val_loss":
         return alg.evaluate(state, val_batch)
     if not hasattr(spec, "log_likelihood"):
@@ -288,13 +295,14 @@ def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_va
     result = alg.result(state)
     params = result.params if result.posterior is None else {
         k: v.reshape((-1,) + v.shape[2:]) for k, v in result.posterior.items()}
-    return float(_mean_log_likelihood(spec, backend, params, result.posterior is not None, x_val, y_val).mean())
+    return float(_mean_log_likelihood(spec, backend, params, result.posterior is not None, x_val, y_val,
+                                      device).mean())
 
 
-def _mean_log_likelihood(spec, backend, params, is_draws: bool, x, y=None) -> np.ndarray:
+def _mean_log_likelihood(spec, backend, params, is_draws: bool, x, y=None, device="cpu") -> np.ndarray:
     if getattr(spec, "estimated_likelihood", False):  # importance sampling: enough to rank states
-        return spec.log_likelihood(backend, params, x, num_samples=100, labels=y)
-    ll = spec.log_likelihood(backend, params, x)
+        return spec.log_likelihood(backend, params, x, num_samples=100, labels=y, device=device)
+    ll = spec.log_likelihood(backend, params, x, device=device)
     return _log_mean_exp(ll) if is_draws else ll
 
 
@@ -416,7 +424,7 @@ class Fit:
         x = self.model.check_data(x, "x")
         if getattr(self.model, "estimated_likelihood", False):
             ll = self.model.log_likelihood(self.backend, self.params, x, num_samples=num_samples or 1000,
-                                           seed=seed, labels=labels)
+                                           seed=seed, labels=labels, device=self.device)
             return ll[None] if pointwise_draws else ll
         if num_samples is not None or labels is not None:
             raise ConfigError(f"{type(self.model).__name__}'s log-likelihood is computed without sampling and "
@@ -425,11 +433,11 @@ class Fit:
             from ppgen.backends import get_backend
 
             ll = get_backend(self.backend).log_likelihood(self.model.model, self._draws() if self.posterior else {},
-                                                          self.params, x)
+                                                          self.params, x, device=self.device)
         elif self.posterior is not None:
-            ll = self.model.log_likelihood(self.backend, self._draws(), x)
+            ll = self.model.log_likelihood(self.backend, self._draws(), x, device=self.device)
         else:
-            ll = self.model.log_likelihood(self.backend, self.params, x)
+            ll = self.model.log_likelihood(self.backend, self.params, x, device=self.device)
             return ll if not pointwise_draws else ll[None]
         return ll if pointwise_draws else _log_mean_exp(ll)
 
@@ -445,7 +453,7 @@ class Fit:
             raise ConfigError(f"{type(self.model).__name__} has no discrete assignments to predict; "
                               f"predict and predict_proba are for mixture models (gmm)")
         x = self.model.check_data(x, "x")
-        return self.model.predict_proba(self.backend, self._params_or_draws(), x)
+        return self.model.predict_proba(self.backend, self._params_or_draws(), x, device=self.device)
 
     def predict(self, x) -> np.ndarray:
         """The most probable component of each row of ``x`` (hard assignments), shape (N,)."""
@@ -495,12 +503,11 @@ class Fit:
             unknown = sorted(set(options) - set(accepted))
             if unknown:
                 raise ConfigError(f"{type(self.model).__name__}.sample takes no option {unknown[0]!r}; its options: "
-                                  f"{[p for p in accepted if p not in ('backend', 'params', 'num', 'seed')]}")
-        if self.device != "cpu" and self.backend == "pyro":
-            import inspect
-
-            if "device" in inspect.signature(self.model.sample).parameters:
-                extra.setdefault("device", self.device)  # sample where the fit trained (a DDPM's chain)
+                                  f"{[p for p in accepted if p not in ('backend', 'params', 'num', 'seed', 'device')]}")
+        if "device" in extra:
+            raise ConfigError("sample() runs on the fit's device; load the run on another one with "
+                              "ppgen.load(path, device=...) instead of passing device=")
+        extra["device"] = self.device
         if mean:
             import inspect
 
@@ -520,7 +527,7 @@ class Fit:
             draws = self._draws()  # one posterior draw per new example
             total = next(iter(draws.values())).shape[0]
             pick = np.random.default_rng(seed).integers(0, total, size=n)
-            out = self.model.sample(self.backend, {k: v[pick] for k, v in draws.items()}, 1, seed)
+            out = self.model.sample(self.backend, {k: v[pick] for k, v in draws.items()}, 1, seed, **extra)
         return out.reshape((n,) + self.data_shape)
 
     def bits_per_dim(self, x, *, seed: int = 0) -> np.ndarray:
@@ -528,7 +535,8 @@ class Fit:
         if not hasattr(self.model, "bits_per_dim"):
             raise ConfigError(f"{type(self.model).__name__} reports nats (log_likelihood); bits per dimension is "
                               f"offered by models.DDPM on discrete data")
-        return self.model.bits_per_dim(self.backend, self.params, self.model.check_data(x, "x"), seed=seed)
+        return self.model.bits_per_dim(self.backend, self.params, self.model.check_data(x, "x"), seed=seed,
+                                       device=self.device)
 
     def to_arviz(self, x=None, *, num_predictive: int = 100, seed: int = 0, labels=None,
                  max_examples: int = 100):
@@ -558,7 +566,8 @@ class Fit:
                 if self._train is None:
                     raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
                 x = self._train[:max(max_examples, 1000)]
-            groups = self.model.arviz_groups(self.backend, self.params, self.model.check_data(x, "x"), seed=seed)
+            groups = self.model.arviz_groups(self.backend, self.params, self.model.check_data(x, "x"), seed=seed,
+                                             device=self.device)
             dims = groups.pop("dims", None)
             return ppaz.build(**groups, model_name=self.model.name, dims=dims)
         if getattr(self.model, "forms", ()) == ("implicit",):
@@ -581,7 +590,8 @@ class Fit:
             flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in posterior.items()}
             total = chains * draws
             keep = np.linspace(0, total - 1, min(num_predictive, total)).astype(int)
-            predictive = self.model.sample(self.backend, {k: v[keep] for k, v in flat.items()}, x.shape[0], seed)
+            predictive = self.model.sample(self.backend, {k: v[keep] for k, v in flat.items()}, x.shape[0], seed,
+                                           device=self.device)
             predictive = predictive.reshape((1, len(keep)) + x.shape)
         return ppaz.build(posterior=posterior, sample_stats=self.sample_stats, log_likelihood={"x": log_lik},
                           posterior_predictive={"x": predictive} if predictive is not None else None,
@@ -597,7 +607,8 @@ class Fit:
             if labels is None and self._train_labels is not None:
                 labels = self._train_labels[:max_examples]
         x = self.model.check_data(x, "x")
-        draws = self.model.posterior_draws(self.backend, self.params, x, num_draws, seed, labels=labels)
+        draws = self.model.posterior_draws(self.backend, self.params, x, num_draws, seed, labels=labels,
+                                           device=self.device)
         posterior = {k: v[None] for k, v in draws["latents"].items()}
         dims = {k: ["example", "latent"] for k in posterior}
         return ppaz.build(posterior=posterior, log_likelihood={"x": draws["log_likelihood"][None]},
@@ -613,27 +624,27 @@ class Fit:
     def encode(self, x, *, labels=None) -> tuple:
         """Mean and standard deviation of q(z|x) (the first latent layer) per row: two (N, K) arrays;
         for an AAE, whose encoder is deterministic, the codes z = E(x): one (N, K) array."""
-        return self._family_method("encode", "encode")(self.backend, self.params, x, labels=labels)
+        return self._family_method("encode", "encode")(self.backend, self.params, x, labels=labels, device=self.device)
 
     def decode(self, z, *, labels=None, mean: bool = True, seed: int = 0) -> np.ndarray:
         """The decoder's expected x given latents ``z`` (N, K), or a draw (``mean=False``),
         shaped like the data."""
         out = self._family_method("decode", "decode")(self.backend, self.params, z, labels=labels, seed=seed,
-                                                      mean=mean)
+                                                      mean=mean, device=self.device)
         return out.reshape((-1,) + self.data_shape)
 
     def reconstruct(self, x, *, labels=None, mean: bool = True, seed: int = 0) -> np.ndarray:
         """Reconstructions of ``x``: z ~ q(z|x), then the decoder's expected x (or a draw with
         ``mean=False``), shaped like the data."""
         out = self._family_method("reconstruct", "reconstruct")(self.backend, self.params, x, labels=labels,
-                                                                seed=seed, mean=mean)
+                                                                seed=seed, mean=mean, device=self.device)
         return out.reshape((-1,) + self.data_shape)
 
     def elbo(self, x, *, num_samples: int = 10, labels=None, seed: int = 0) -> np.ndarray:
         """The evidence lower bound per example on any split, a Monte Carlo mean over
         ``num_samples`` encoder draws; shape (N,)."""
         return self._family_method("elbo", "elbo")(self.backend, self.params, x, num_samples=num_samples, seed=seed,
-                                                   labels=labels)
+                                                   labels=labels, device=self.device)
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path) -> Path:
@@ -650,12 +661,21 @@ class Fit:
         return path
 
 
-def load(path, *, model=None) -> Fit:
+def load(path, *, model=None, device: Optional[str] = None, inference=None) -> Fit:
     """Load a run folder written by ``Fit.save`` (or by ``ppgen.fit(..., run_dir=...)``).
 
     Args:
         path: the run folder.
         model: optionally, the family name (or spec) you expect; a run of another family is refused.
+        device: where the loaded fit samples, scores and exports ("cpu", "cuda", "cuda:N").
+            Default: the device it was fitted on when this machine has it, else the best this
+            machine has (a GPU if there is one, else the CPU), with a note saying so.
+        inference: the inference object to attach, for a run whose inference held a function of
+            yours (e.g. ``SVI(elbo=my_loss)``): run folders keep only its name, so the loaded
+            run otherwise holds a ``ppgen.config.CodeReference`` in its place.
+
+    Example:
+        >>> fit = ppgen.load("runs/ddpm", device="cpu")   # a run fitted on a GPU, used on a laptop
     """
     path = Path(path)
     if not path.exists():
@@ -672,10 +692,14 @@ def load(path, *, model=None) -> Fit:
     if family == "program":
         raise CheckpointError(f"{path} holds a user Program fit; rebuild the Program and fit it again "
                               f"(code is never stored in run folders)")
-    spec = resolve_model(family, **config["model"]["options"])
-    alg = resolve_inference(config["inference"]["name"], **{
-        k: v for k, v in config["inference"]["options"].items() if not (k == "elbo" and v not in (
-            "trace", "meanfield", "iwae", "renyi", "enum"))})
+    spec = model_from_config(config["model"])
+    alg = inference_from_config(config["inference"])
+    if inference is not None:  # a person's own functions (a custom loss) come back with their object
+        inference = resolve_inference(inference)
+        if inference.name != alg.name:
+            raise ConfigError(f"{path} was fitted with {alg.title}; inference= must be an inference.{type(alg).__name__}, "
+                              f"not {type(inference).__name__}")
+        alg = inference
     arrays = ckpt.read_arrays(path / "fit.safetensors")
     groups: dict = {"params": {}, "posterior": {}, "sample_stats": {}}
     for key, value in arrays.items():
@@ -692,7 +716,23 @@ def load(path, *, model=None) -> Fit:
     result = Result(groups["params"], groups["posterior"] or None, groups["sample_stats"] or None)
     history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
     return Fit(spec, alg, config["backend"], result, history, config, train=None,
-               device=config.get("device", "cpu"))
+               device=_load_device(config["backend"], config.get("device", "cpu"), device, path))
+
+
+def _load_device(backend: str, fitted_on: str, asked: Optional[str], path: Path) -> str:
+    """The device a loaded run works on: ``asked`` (checked), else where it was fitted if this
+    machine has it, else the best this machine has, with a note."""
+    be = get_backend(backend)
+    if asked is not None:
+        asked = check_device(asked)
+        be.device(asked)  # refuses a device this machine lacks, naming the fix
+        return asked
+    if be.available(fitted_on):
+        return fitted_on
+    best = "cuda" if be.available("cuda") else "cpu"
+    print(f"ppgen: {path} was fitted on {fitted_on!r}, which this machine lacks; loaded on {best!r} "
+          f"(pass ppgen.load(path, device=...) to choose)", file=sys.stderr)
+    return best
 
 
 def compare(fits, *, names=None, x=None):
@@ -709,8 +749,9 @@ def compare(fits, *, names=None, x=None):
         x: the data to score (default: each fit's own training data, which must be the same).
 
     Returns:
-        pandas.DataFrame: ArviZ's ``compare`` table, best first (``elpd_loo`` or ``elpd``,
-        ``se``, ``elpd_diff``, ``dse``, ``weight``, ...).
+        pandas.DataFrame: ArviZ's comparison, best first, with the same columns on every arviz
+        version (``ppgen.arviz.COMPARE_COLUMNS``: ``rank``, ``elpd``, ``se``, ``p``,
+        ``elpd_diff``, ``dse``, ``weight``, ``warning``).
 
     Example:
         >>> fits = [ppgen.fit(models.GMM(2, k), x, inference.NUTS(num_chains=2)) for k in (1, 2, 3)]

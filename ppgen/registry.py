@@ -5,8 +5,8 @@ from __future__ import annotations
 from .config import suggest
 from .errors import ConfigError
 
-__all__ = ["model_classes", "inference_classes", "resolve_model", "resolve_inference",
-           "working_inference", "support_table"]
+__all__ = ["model_classes", "inference_classes", "resolve_model", "resolve_inference", "model_from_config",
+           "inference_from_config", "working_inference", "support_table"]
 
 _ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "closed_form",
             "mle": "closed_form"}
@@ -61,6 +61,27 @@ def resolve_inference(inference, **options):
         raise ConfigError(f"unknown inference {inference!r}.{suggest(key, classes)} "
                           f"Known inference: {sorted(classes)}")
     return classes[key].from_options(options)
+
+
+def _from_config(config, classes: dict, what: str):
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
+            or not isinstance(config.get("options", {}), dict):
+        raise ConfigError(f"a {what} config is {{'name': ..., 'options': {{...}}}}; got {config!r}")
+    name = config["name"]
+    if name not in classes:
+        raise ConfigError(f"unknown {what} {name!r} in the config.{suggest(name, classes)} Known: {sorted(classes)}")
+    return classes[name].from_options(config.get("options", {}))
+
+
+def model_from_config(config: dict):
+    """The spec that ``spec.to_config()`` describes, every option as it was."""
+    return _from_config(config, model_classes(), "model")
+
+
+def inference_from_config(config: dict):
+    """The inference object that ``alg.to_config()`` describes, every option as it was (a function
+    a person passed, such as a custom loss, comes back as a ``ppgen.config.CodeReference``)."""
+    return _from_config(config, inference_classes(), "inference")
 
 
 def working_inference(model) -> list[str]:

@@ -1,7 +1,16 @@
-"""Shared fixtures: small data sets and the synthetic PPCA problem of the acceptance tests."""
+"""Shared fixtures: small data sets and the synthetic PPCA problem of the acceptance tests.
 
-import numpy as np
-import pytest
+JAX gets two host devices for the whole session (before anything imports it), so that tests can
+fit on ``"cpu:1"`` while ``"cpu:0"`` stays JAX's default: the shared table (``ppgen/test_table.py``)
+checks that way that every array of a NumPyro fit lives on the fit's device."""
+
+import os
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

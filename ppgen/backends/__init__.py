@@ -13,7 +13,7 @@ import os
 
 from ..errors import ConfigError
 
-__all__ = ["BACKENDS", "get_backend", "Backend", "training", "is_training"]
+__all__ = ["BACKENDS", "get_backend", "Backend", "training", "is_training", "check_device"]
 
 BACKENDS = ("pyro", "numpyro")
 _CACHE: dict = {}
@@ -39,6 +39,20 @@ def is_training() -> bool:
     return _TRAINING[-1]
 
 
+def check_device(device) -> str:
+    """``device`` as a name both backends take: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (also
+    ``"cpu:N"``, for JAX's several host devices). Refuses other spellings with the fix, without
+    importing a framework (whether the device exists is the backend's question)."""
+    text = str(device).strip().lower()
+    kind, _, index = text.partition(":")
+    if kind == "gpu":
+        raise ConfigError(f"device={device!r}: ppgen names GPUs as in PyTorch; use device='cuda' "
+                          f"(or 'cuda:{index or 0}' for a particular one)")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
+        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    return text
+
+
 class Backend:
     """Interface every backend implements (see ``_pyro.py`` and ``_numpyro.py``)."""
 
@@ -46,8 +60,18 @@ class Backend:
     xp: object  # array namespace (torch or jax.numpy)
 
     def setup(self, device: str = "cpu") -> None: ...
+    def device(self, device: str = "cpu"): ...
+    def placed(self, device: str = "cpu"): ...
     def asarray(self, x, dtype="float32", device="cpu"): ...
     def to_numpy(self, x): ...
+
+    def available(self, device) -> bool:
+        """Whether this machine has ``device`` (``device`` would not refuse it)."""
+        try:
+            self.device(device)
+        except ConfigError:
+            return False
+        return True
 
 
 def add_log_weight_term(terms: dict, lp, scale, observed: bool, sign: float) -> None:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
-from . import add_log_weight_term, finish_log_weights
+from . import Backend, add_log_weight_term, finish_log_weights
 
 
 class _NumPyroPPL:
@@ -29,7 +29,9 @@ class _NumPyroPPL:
         self.dist = dist
         self.constraints = constraints
 
-    def plate(self, name, size, index=None, subsample_size=None, dim=None):
+    def plate(self, name, size, index=None, subsample_size=None, dim=None, like=None):
+        """A plate of ``size`` (``like`` is for PyTorch's device; JAX makes the indices on its
+        default device, which ``ppgen.fit`` sets to the fit's)."""
         import numpyro
 
         if index is not None:
@@ -47,8 +49,12 @@ class _NumPyroPPL:
 
 
     def index(self, value, like=None):
-        """An integer index array."""
-        return jnp.asarray(value)
+        """An integer index array, on ``like``'s device when ``like`` is given."""
+        if like is None or not hasattr(like, "devices") or isinstance(like, jax.core.Tracer):
+            return jnp.asarray(value)  # inside a traced function the computation's device applies
+        device = next(iter(like.devices()))
+        with jax.default_device(device):
+            return jax.device_put(jnp.asarray(value), device)
 
     def take_rows(self, array, index):
         """``array[index]`` along the first axis, as one compiled gather (eager indexing
@@ -91,8 +97,13 @@ def precise():
     return jax.enable_x64(True)
 
 
-def log_likelihood(model, draws: dict, params: dict, x) -> np.ndarray:
+def log_likelihood(model, draws: dict, params: dict, x, device="cpu") -> np.ndarray:
     """log p(x_n | draw s) summed over observed sites, shape (S, N), for a user program."""
+    with BACKEND.placed(device):
+        return _log_likelihood_here(model, draws, params, x)
+
+
+def _log_likelihood_here(model, draws: dict, params: dict, x) -> np.ndarray:
     from numpyro import handlers
     from numpyro.infer.util import log_likelihood as _log_likelihood
 
@@ -154,17 +165,25 @@ def importance_log_weights(model, guide, params: dict, batch: dict, num_particle
             return terms["local"] + (glob[:, None] if hasattr(glob, "ndim") else glob)
 
         _COMPILED[key] = jax.jit(run)
-    out = _COMPILED[key]({k: jnp.asarray(v) for k, v in params.items()}, batch, jax.random.PRNGKey(int(seed)))
+    device = next(iter(batch["x"].devices()))
+    with jax.default_device(device):
+        params = {k: jax.device_put(jnp.asarray(v), device) for k, v in params.items()}
+        out = _COMPILED[key](params, batch, jax.device_put(jax.random.PRNGKey(int(seed)), device))
     return np.asarray(out, dtype=np.float64)
 
 
 def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=None, dim=-2,
                     condition=None, **kwargs) -> dict:
-    """Trace ``fn(**kwargs)`` with ``params`` substituted and a seed; return its sample sites."""
+    """Trace ``fn(**kwargs)`` with ``params`` substituted and a seed, on ``device``; return its sample sites."""
+    with BACKEND.placed(device):
+        return _run_with_params_here(fn, params, seed, BACKEND.device(device), num_particles, dim, condition, **kwargs)
+
+
+def _run_with_params_here(fn, params: dict, seed: int, device, num_particles, dim, condition, **kwargs) -> dict:
     import numpyro
     from numpyro import handlers
 
-    run = handlers.substitute(fn, data={k: jnp.asarray(v) for k, v in params.items()})
+    run = handlers.substitute(fn, data={k: jax.device_put(jnp.asarray(v), device) for k, v in params.items()})
     if condition:
         run = handlers.condition(run, data=condition)
     run = handlers.seed(run, rng_seed=int(seed))
@@ -176,7 +195,7 @@ def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=Non
     return {name: site for name, site in tr.items() if site["type"] == "sample"}
 
 
-class NumPyroBackend:
+class NumPyroBackend(Backend):
     """The numpyro backend: devices, arrays, RNG, tracing and the `ppl` facade."""
 
     name = "numpyro"
@@ -192,20 +211,36 @@ class NumPyroBackend:
     def setup(self, device: str = "cpu"):
         return self.device(device)
 
-    def device(self, device: str = "cpu"):
-        kind = {"cuda": "gpu", "gpu": "gpu", "cpu": "cpu"}.get(str(device).split(":")[0])
-        if kind is None:
-            raise ConfigError(f"unknown device {device!r} for the numpyro backend; use 'cpu' or 'cuda'")
+    def device(self, device="cpu"):
+        """The JAX device for a device name (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"cpu:N"``);
+        refuses one this machine does not have, with the fix."""
+        if not isinstance(device, str):
+            return device
+        from . import check_device
+
+        name = check_device(device)
+        kind, _, index = name.partition(":")
+        platform = "gpu" if kind == "cuda" else "cpu"
         try:
-            devices = jax.devices(kind)
+            devices = jax.devices(platform)
         except RuntimeError as e:
-            raise ConfigError(f"device={device!r} but JAX has no {kind} here; use device='cpu'") from e
-        index = int(str(device).split(":")[1]) if ":" in str(device) else 0
-        return devices[index]
+            raise ConfigError(f"device={device!r} but JAX {jax.__version__} has no GPU backend here (install a "
+                              f"CUDA build of jaxlib on a machine with a GPU); use device='cpu', or "
+                              f"ppgen.load(path, device='cpu') for a run fitted on a GPU") from e
+        number = int(index or 0)
+        if number >= len(devices):
+            raise ConfigError(f"device={device!r} but JAX sees {len(devices)} {kind} device(s) here; use "
+                              f"'{kind}:0' to '{kind}:{len(devices) - 1}'")
+        return devices[number]
+
+    def placed(self, device="cpu"):
+        """Context in which JAX puts the arrays it makes (constants, random draws) on ``device``."""
+        return jax.default_device(self.device(device))
 
     def asarray(self, x, dtype: str = "float32", device="cpu"):
-        dev = device if not isinstance(device, str) else self.device(device)
-        return jax.device_put(jnp.asarray(np.asarray(x), dtype=getattr(jnp, dtype)), dev)
+        dev = self.device(device)
+        with jax.default_device(dev):  # made on the device, then committed to it (no copy between devices)
+            return jax.device_put(jnp.asarray(np.asarray(x), dtype=getattr(jnp, dtype)), dev)
 
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)

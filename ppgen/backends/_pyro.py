@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from . import add_log_weight_term, finish_log_weights
+from . import Backend, add_log_weight_term, finish_log_weights
 
 _THREADS_SET = False
 
@@ -41,13 +41,16 @@ class _PyroPPL:
         self.dist = dist
         self.constraints = constraints
 
-    def plate(self, name, size, index=None, subsample_size=None, dim=None):
-        """A plate of ``size``; ``index`` (the minibatch's row numbers) scales it by size/len."""
+    def plate(self, name, size, index=None, subsample_size=None, dim=None, like=None):
+        """A plate of ``size``; ``index`` (the minibatch's row numbers) scales it by size/len.
+        Its own indices (a subsample, or the steps of a plate that is iterated over) are made on
+        the device of ``index`` or of ``like``."""
         import pyro
 
         if index is not None:
             return pyro.plate(name, size, subsample=index, dim=dim)
-        return pyro.plate(name, size, subsample_size=subsample_size, dim=dim)
+        device = like.device if like is not None else None
+        return pyro.plate(name, size, subsample_size=subsample_size, dim=dim, device=device)
 
     def constant(self, value, like):
         return torch.as_tensor(value, dtype=like.dtype, device=like.device)
@@ -89,7 +92,7 @@ def trace(fn, seed: int = 0, **kwargs) -> dict:
     """Run ``fn(**kwargs)`` once with a fixed seed; return its sample sites by name."""
     from pyro import poutine
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         torch.manual_seed(int(seed))
         tr = poutine.trace(fn).get_trace(**kwargs)
     return {name: site for name, site in tr.nodes.items() if site["type"] == "sample"}
@@ -100,26 +103,27 @@ def precise():
     return contextlib.nullcontext()
 
 
-def log_likelihood(model, draws: dict, params: dict, x) -> np.ndarray:
+def log_likelihood(model, draws: dict, params: dict, x, device="cpu") -> np.ndarray:
     """log p(x_n | draw s) summed over observed sites, shape (S, N), for a user program."""
     import pyro
     from pyro import poutine
 
-    xs = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    dev = BACKEND.device(device)
+    xs = torch.as_tensor(np.asarray(x, dtype=np.float32), device=dev)
     num = next(iter(draws.values())).shape[0] if draws else 1
     rows = []
     with pyro.get_param_store().scope() as _scope, torch.no_grad():
         for name, value in params.items():
-            pyro.param(name, torch.as_tensor(value))
+            pyro.param(name, torch.as_tensor(value, device=dev))
         for s in range(num):
-            values = {k: torch.as_tensor(v[s]) for k, v in draws.items()}
+            values = {k: torch.as_tensor(v[s], device=dev) for k, v in draws.items()}
             tr = poutine.trace(poutine.condition(model, values)).get_trace(x=xs)
             total = 0.0
             for name, site in tr.nodes.items():  # the data's sites, not the conditioned latents
                 if site["type"] == "sample" and site["is_observed"] and name not in values:
                     lp = site["fn"].log_prob(site["value"])
                     total = total + lp.reshape(lp.shape[0], -1).sum(-1) if lp.dim() else total + lp
-            rows.append(np.asarray(total))
+            rows.append(total.cpu().numpy() if torch.is_tensor(total) else np.asarray(total))
     return np.stack(rows)
 
 
@@ -229,13 +233,20 @@ def importance_log_weights(model, guide, params: dict, batch: dict, num_particle
     """``log_weights`` of ``num_particles`` draws with ``params`` (numpy), as float64 numpy
     (particles, examples), without gradients."""
     device = batch["x"].device
-    with params_in_store(params, device), torch.random.fork_rng(devices=[]), torch.no_grad():
+    with params_in_store(params, device), _fork_rng(device), torch.no_grad():
         torch.manual_seed(int(seed))
         terms = log_weights(model, guide, batch, num_particles, dim)
     local = terms["local"]
     glob = terms["global"]
     out = local.double() + (glob.double()[:, None] if torch.is_tensor(glob) else glob)
     return out.cpu().numpy()
+
+
+def _fork_rng(device):
+    """torch's RNG forked for the body: the CPU generator and, on a GPU, that device's."""
+    dev = torch.device(device)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices, device_type=dev.type if dev.type == "cuda" else "cuda")
 
 
 @contextlib.contextmanager
@@ -256,7 +267,8 @@ def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=Non
     import pyro
     from pyro import poutine
 
-    with params_in_store(params, device), torch.random.fork_rng(devices=[]), torch.no_grad():
+    device = BACKEND.device(device)
+    with params_in_store(params, device), _fork_rng(device), torch.no_grad():
         torch.manual_seed(int(seed))
         run = poutine.condition(fn, condition) if condition else fn
         if num_particles:
@@ -267,7 +279,7 @@ def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=Non
     return {name: site for name, site in tr.nodes.items() if site["type"] == "sample" and not _is_plate_site(site)}
 
 
-class PyroBackend:
+class PyroBackend(Backend):
     """The pyro backend: devices, arrays, RNG, tracing and the `ppl` facade."""
 
     name = "pyro"
@@ -289,14 +301,29 @@ class PyroBackend:
             _THREADS_SET = True
         return self.device(device)
 
-    def device(self, device: str = "cpu") -> torch.device:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ConfigError(f"unknown device {device!r} for the pyro backend; use 'cpu' or 'cuda'") from e
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+    def device(self, device="cpu") -> torch.device:
+        """The ``torch.device`` for a device name; refuses one this machine does not have, with the fix."""
+        if isinstance(device, torch.device):
+            return device
+        from . import check_device
+
+        name = check_device(device)
+        dev = torch.device(name.split(":")[0] if name.startswith("cpu") else name)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device={device!r} but CUDA is not available here (torch "
+                                  f"{torch.__version__}, torch.cuda.is_available() is False); use device='cpu', "
+                                  f"or ppgen.load(path, device='cpu') for a run fitted on a GPU")
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ConfigError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                                  f"device(s); use 'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}'")
         return dev
+
+    def placed(self, device="cpu"):
+        """Context for work on ``device``: a no-op here, since every tensor ppgen makes in the pyro
+        backend names its device (torch's own default-device context costs about a fifth of a small
+        network's forward pass)."""
+        return contextlib.nullcontext()
 
     def asarray(self, x, dtype: str = "float32", device="cpu"):
         if isinstance(x, torch.Tensor):
