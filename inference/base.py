@@ -36,6 +36,18 @@ class Inference(Config):
     full_batch: ClassVar[bool] = True
     #: what the algorithm needs from a family: a form, or a method such as "em"
     title: ClassVar[str] = "inference"
+    #: options that shape the algorithm's state (which arrays a checkpoint holds): resuming a
+    #: checkpoint with other values is refused; every other option (learning rate, its schedule,
+    #: steps, epochs, batch size, ...) may change between a checkpoint and its resumption
+    state_fields: ClassVar[tuple] = ()
+
+    def state_signature(self) -> dict:
+        """The values of :attr:`state_fields` (and whether a moving average is kept), which a
+        resumed run must share with its checkpoint."""
+        out = {name: getattr(self, name) for name in self.state_fields}
+        if hasattr(self, "ema"):
+            out["ema"] = bool(getattr(self, "ema"))
+        return {k: (v.name if hasattr(v, "name") and not isinstance(v, str) else v) for k, v in out.items()}
 
     # ---- compatibility ---------------------------------------------------------------
     def form_for(self, model) -> str:

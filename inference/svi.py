@@ -130,6 +130,7 @@ class SVI(Inference):
     name: ClassVar[str] = "svi"
     title: ClassVar[str] = "SVI"
     full_batch: ClassVar[bool] = False
+    state_fields: ClassVar[tuple] = ("elbo", "guide", "optimizer", "rank")
 
     def _validate(self):
         if not callable(self.elbo) and self.elbo not in ELBOS:
@@ -601,7 +602,17 @@ class _PyroSVI:
                 k: (torch.as_tensor(arrays[f"optimizer/{i}/{k}"]) if is_tensor
                     else arrays[f"optimizer/{i}/{k}"].item()) for k, is_tensor in keys.items()}
         state["optimizer"].load_state_dict(opt_state)
+        gamma = state["schedule"].gamma  # this run's schedule (its lr, lr_decay and number of steps)
         state["schedule"].load_state_dict(meta["schedule"])
+        if state["schedule"].gamma != gamma or any(lr != svi.lr for lr in state["schedule"].base_lrs):
+            # resumed with another learning rate or schedule: continue on this run's schedule
+            state["schedule"].gamma = gamma
+            state["schedule"].base_lrs = [svi.lr for _ in state["optimizer"].param_groups]
+            for group in state["optimizer"].param_groups:
+                group["initial_lr"], group["lr"] = svi.lr, svi.lr * gamma ** int(meta.get("step", 0))
+        for group in state["optimizer"].param_groups:
+            if "clip_norm" in group:
+                group["clip_norm"] = svi.clip_norm
         state["rng"] = torch.as_tensor(arrays["rng"])
         state["step"] = int(meta.get("step", 0))
         if state["ema"] is not None:

@@ -54,6 +54,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from ppgen.backends import get_backend
+from ppgen.errors import DataError
 from ppgen.program import BuiltProgram, ModelSpec
 
 __all__ = ["PPCA"]
@@ -122,6 +123,20 @@ class PPCA(ModelSpec):
         x = self._rows(x, what)
         x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)  # float64 stays exact
         return check_finite(x, what)
+
+    def check_training_data(self, x: np.ndarray) -> None:
+        """Refuse data whose maximum-likelihood fit is degenerate: centred rows that span K or
+        fewer dimensions leave no variance for the noise, so σ → 0 and log p(x) → ∞ (N ≤ K + 1
+        rows, identical rows, rows on a K-dimensional plane)."""
+        rows = np.asarray(x, dtype=np.float64)
+        span = int(np.linalg.matrix_rank(rows - rows.mean(0))) if rows.shape[0] > 1 else 0
+        if span <= self.latent_dim:
+            distinct = np.unique(rows, axis=0).shape[0]
+            raise DataError(f"the {rows.shape[0]} training rows ({distinct} distinct) span only {span} dimension(s) "
+                            f"around their mean, and latent_dim={self.latent_dim} would take them all: the noise "
+                            f"σ of the maximum-likelihood fit would be 0 and its log-likelihood infinite. Use more "
+                            f"(and varied) data{f', latent_dim < {span}' if span > 1 else ''}, or a posterior "
+                            f"(inference.NUTS), whose priors keep σ away from 0")
 
     def param_names(self, form: str) -> tuple:
         return ("W", "mu", "sigma")
@@ -295,6 +310,8 @@ class PPCA(ModelSpec):
         be = get_backend(backend)
         ppl = be.ppl
         D, K, N = self.data_dim, self.latent_dim, data.shape[0]
+        if form != "bayesian":
+            self.check_training_data(data)
         rng = np.random.default_rng(seed)
         data_scale = float(data.std()) or 1.0
         init = {

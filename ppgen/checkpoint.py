@@ -15,9 +15,14 @@ import numpy as np
 
 from .errors import CheckpointError
 
-__all__ = ["FORMAT", "atomic_write_bytes", "write_json", "read_json", "write_arrays", "read_arrays"]
+__all__ = ["FORMAT", "CHECKPOINT_FORMAT", "atomic_write_bytes", "write_json", "read_json", "write_arrays",
+           "read_arrays", "write_checkpoint", "read_checkpoint", "CHECKPOINT_FILE"]
 
 FORMAT = "ppgen-run/1"
+#: a checkpoint is one safetensors file: the algorithm's arrays, and in its header the JSON of the
+#: run's config, the step, the algorithm's metadata and the history up to that step
+CHECKPOINT_FORMAT = "ppgen-checkpoint/2"
+CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -56,8 +61,9 @@ def read_json(path) -> dict:
                               f"Re-run the fit, or resume from an intact checkpoint") from e
 
 
-def write_arrays(path, arrays: dict, metadata: dict | None = None) -> None:
-    """Save named numpy arrays as safetensors, atomically."""
+def write_arrays(path, arrays: dict, metadata: dict | None = None, raw_metadata: dict | None = None) -> None:
+    """Save named numpy arrays as safetensors, atomically; ``metadata`` values are stored as JSON,
+    ``raw_metadata`` (strings) as they are."""
     from safetensors.numpy import save
 
     clean = {k: np.array(v, order="C") for k, v in arrays.items()}  # keeps 0-d arrays 0-d
@@ -66,7 +72,7 @@ def write_arrays(path, arrays: dict, metadata: dict | None = None) -> None:
             clean[k] = v.astype(np.uint8)
         if v.dtype == object:
             raise CheckpointError(f"array {k!r} has dtype object, which safetensors cannot store")
-    meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in (metadata or {}).items()}, **(raw_metadata or {})}
     atomic_write_bytes(path, save(clean, metadata=meta))
 
 
@@ -83,6 +89,51 @@ def read_arrays(path) -> dict:
     except Exception as e:  # safetensors raises its own error types for bad headers/lengths
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or "
                               f"corrupt. Re-run the fit, or resume from an intact checkpoint") from e
+
+
+def write_checkpoint(folder, arrays: dict, info: dict) -> Path:
+    """Write a checkpoint as ONE file, ``folder/checkpoint.safetensors``, atomically: the arrays
+    and, in the same file's header, ``info`` (``config``, ``step``, ``meta``, ``history``). A
+    process killed at any moment leaves either the previous checkpoint or this one, never a mix."""
+    folder = Path(folder)
+    path = folder / CHECKPOINT_FILE
+    header = {"checkpoint": json.dumps(_jsonable(info), sort_keys=True), "num_arrays": str(len(arrays))}
+    write_arrays(path, arrays, raw_metadata={"format": CHECKPOINT_FORMAT, **header})
+    for stale in ("state.safetensors", "state.json"):  # the two files of format 1, now superseded
+        if (folder / stale).exists():
+            (folder / stale).unlink()
+    return path
+
+
+def read_checkpoint(folder) -> tuple[dict, dict] | None:
+    """The arrays and info of the checkpoint in ``folder``, or None when it holds none; a file
+    that is damaged, of another format, or whose parts disagree is refused."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    path = folder / CHECKPOINT_FILE
+    if not path.exists():
+        if (folder / "state.json").exists():
+            raise CheckpointError(f"{folder} holds a checkpoint of an older ppgen (state.json and "
+                                  f"state.safetensors, written one after the other); start a new run_dir")
+        return None
+    arrays = read_arrays(path)
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata() or {}
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a checkpoint of format {header.get('format')!r}, and this ppgen reads "
+                              f"{CHECKPOINT_FORMAT!r}; resume it with the ppgen that wrote it, or start a new run_dir")
+    try:
+        info = json.loads(header["checkpoint"])
+        count = int(header["num_arrays"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} has no readable checkpoint header ({e}); it is not a ppgen checkpoint") from e
+    step, history = info.get("step"), info.get("history")
+    if count != len(arrays) or not isinstance(step, int) or not isinstance(history, list) or len(history) != step:
+        raise CheckpointError(f"the parts of {path} disagree ({len(arrays)} arrays of {count}, step {step}, "
+                              f"{len(history) if isinstance(history, list) else '?'} history records); the file "
+                              f"is corrupt: start a new run_dir")
+    return arrays, info
 
 
 def _jsonable(obj):

@@ -98,7 +98,12 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         early_stopping: an :class:`EarlyStopping` rule on the validation split.
         run_dir: a folder for checkpoints and the finished run (``Fit.save``).
         checkpoint_every: write a checkpoint to ``run_dir`` every this many steps.
-        resume: continue from the checkpoint in ``run_dir``.
+        resume: continue from the checkpoint in ``run_dir``, or start afresh when it holds none
+            yet (so a pre-emptible job can always pass it). The model, the backend and the
+            options that shape the algorithm's state must be those of the checkpoint; the
+            learning rate and its schedule, steps, epochs, batch size, early stopping and seed
+            may change (more steps extend a finished run; a smaller learning rate continues
+            a diverged one).
         samples_every: write a picture of samples (an image grid, or a scatter of 2-D points) to
             ``run_dir/samples/epoch_<E>.png`` every this many epochs, with the same latent draws
             each time. Default (with ``run_dir``): for implicit models (GANs, AAEs), about 20
@@ -177,6 +182,8 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume:
         state, history, start = _restore_checkpoint(ckpt_dir, config, alg, state)
+    elif ckpt_dir is not None and (ckpt_dir / ckpt.CHECKPOINT_FILE).exists():
+        (ckpt_dir / ckpt.CHECKPOINT_FILE).unlink()  # a fresh run: another run's checkpoint must not be resumed
 
     val_batch = None
     if x_val is not None:
@@ -189,22 +196,25 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
     if samples_every is None and run_dir is not None and form == "implicit":
         samples_every = max(1, total_epochs // 20)
     bar = _progress(total_steps, start, show, f"{spec.name} · {alg.title} · {backend}")
-    last_checkpoint = ckpt_dir if (resume and ckpt_dir is not None) else None
+    last_checkpoint = ckpt_dir if (resume and start > 0) else None
     step = start
     pending = None
     try:
         for step in range(start, total_steps):
             t0 = time.perf_counter()
-            state, info = alg.step(state, batch_at(step))
+            try:
+                state, info = alg.step(state, batch_at(step))
+            except ValueError as e:  # a distribution refusing parameters that left their support
+                if "constraint" not in str(e) and "invalid values" not in str(e):
+                    raise
+                raise Diverged(f"{alg.title} diverged at step {step + 1}: its parameters left their support "
+                               f"({str(e).splitlines()[0][:200]}). {_divergence_advice(alg, last_checkpoint)}") from e
             record = {"step": step + 1, "epoch": step // steps_per_epoch, **info._asdict(),
                       "seconds": time.perf_counter() - t0}
-            bad = [k for k, v in info._asdict().items() if isinstance(v, float) and not math.isfinite(v)
-                   and (k.endswith("loss") or k == "log_likelihood")]
-            if bad:
-                where = (f"The last good checkpoint is in {last_checkpoint}; resume from it with "
-                         f"resume=True and a smaller learning rate." if last_checkpoint else
-                         "Pass run_dir= and checkpoint_every= to keep checkpoints, and lower the learning rate.")
-                raise Diverged(f"{alg.title} diverged at step {step + 1}: {bad[0]}={record[bad[0]]}. {where}")
+            problem = _divergence(record, history[0] if history else None)
+            if problem:
+                raise Diverged(f"{alg.title} diverged at step {step + 1}: {problem}. "
+                               f"{_divergence_advice(alg, last_checkpoint)}")
             history.append(record)
             if pending is not None:  # its state has now produced a finite loss: a good checkpoint
                 _write_checkpoint(ckpt_dir, config, *pending)
@@ -248,6 +258,33 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
             _write_checkpoint(ckpt_dir, config, _snapshot(alg, state), history, len(history))
         out.save(run_dir)
     return out
+
+
+#: a loss this many times larger than at the first step (or than 1) counts as a blow-up
+BLOWUP_FACTOR = 1e4
+
+
+def _divergence(record: dict, first: Optional[dict]) -> str:
+    """What is wrong with a step's record: a loss or log-likelihood that is not finite, or a loss
+    more than :data:`BLOWUP_FACTOR` times its first value (and than 1); '' when nothing is."""
+    for key, value in record.items():
+        if not isinstance(value, float) or not (key.endswith("loss") or key == "log_likelihood"):
+            continue
+        if not math.isfinite(value):
+            return f"{key}={value}"
+        start = first.get(key) if first else None
+        if key.endswith("loss") and isinstance(start, float) and abs(value) > BLOWUP_FACTOR * max(1.0, abs(start)):
+            return f"{key}={value:.3g} blew up (it was {start:.3g} at the first step)"
+    return ""
+
+
+def _divergence_advice(alg, last_checkpoint) -> str:
+    tunable = any(hasattr(alg, name) for name in ("lr", "lr_generator"))
+    fix = "a smaller learning rate" if tunable else "other settings or cleaner data"
+    if last_checkpoint:
+        return (f"The last good checkpoint is in {last_checkpoint}; resume from it with resume=True and {fix} "
+                f"(e.g. inference.replace(lr=...)).")
+    return f"Pass run_dir= and checkpoint_every= to keep checkpoints, and try {fix}."
 
 
 def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: int, seed: int, device) -> None:
@@ -336,7 +373,15 @@ def _run_config(spec, alg, backend, device, seed, dataset) -> dict:
 
     return {"format": ckpt.FORMAT, "ppgen_version": ppgen.__version__, "model": spec.to_config(),
             "inference": alg.to_config(), "backend": backend, "device": device, "seed": seed,
-            "data": dict(dataset.meta)}
+            "data": dict(dataset.meta), "state": _jsonable_signature(alg.state_signature())}
+
+
+def _jsonable_signature(signature: dict) -> dict:
+    from .config import CodeReference
+
+    return {k: (f"function {v.name}" if isinstance(v, CodeReference) else
+                f"function {getattr(v, '__qualname__', type(v).__name__)}" if callable(v) and not isinstance(v, str)
+                else v) for k, v in signature.items()}
 
 
 def _snapshot(alg, state) -> tuple:
@@ -347,24 +392,46 @@ def _snapshot(alg, state) -> tuple:
 
 def _write_checkpoint(folder: Path, config, snapshot, history, step: int) -> None:
     arrays, meta = snapshot
-    ckpt.write_arrays(folder / "state.safetensors", arrays)
-    ckpt.write_json(folder / "state.json", {"config": config, "step": step, "meta": meta, "history": history})
+    ckpt.write_checkpoint(folder, arrays, {"config": config, "step": step, "meta": meta, "history": history,
+                                           "state": config.get("state", {})})
+
+
+def _differs(what: str, theirs, mine) -> str:
+    """'latent_dim=2 in the checkpoint, 3 here' for the first option that differs, else ''."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        if theirs.get("name") != mine.get("name"):
+            return f"{what} {theirs.get('name')!r} in the checkpoint, {mine.get('name')!r} here"
+        theirs, mine = theirs.get("options", theirs), mine.get("options", mine)
+        for key in sorted(set(theirs) | set(mine)):
+            if theirs.get(key) != mine.get(key):
+                return f"{what} option {key}={theirs.get(key)!r} in the checkpoint, {mine.get(key)!r} here"
+        return ""
+    return "" if theirs == mine else f"{what} {theirs!r} in the checkpoint, {mine!r} here"
 
 
 def _restore_checkpoint(folder: Path, config, alg, state):
-    info = ckpt.read_json(folder / "state.json")
+    """The state, history and step of the checkpoint in ``folder`` (a fresh start when it holds
+    none). The model, the backend and the options that shape the algorithm's state must match;
+    the optimisation settings (learning rate and schedule, steps, epochs, early stopping, seed)
+    may differ: the run continues from the checkpoint with this fit's settings."""
+    found = ckpt.read_checkpoint(folder)
+    if found is None:
+        print(f"ppgen: no checkpoint in {folder} yet; starting the run from step 0", file=sys.stderr)
+        return state, [], 0
+    arrays, info = found
     saved = info.get("config", {})
-    for key in ("model", "inference", "backend", "seed"):
-        if saved.get(key) != config[key]:
-            theirs = saved.get(key, {})
-            label = theirs.get("name") if isinstance(theirs, dict) else theirs
-            mine = config[key].get("name") if isinstance(config[key], dict) else config[key]
-            raise CheckpointError(
-                f"the checkpoint in {folder} was written for a different {key} ({label!r}, this fit has "
-                f"{mine!r}); resume with the same model, inference, backend and seed, or use a new run_dir")
-    arrays = ckpt.read_arrays(folder / "state.safetensors")
+    for what, key in (("model", "model"), ("backend", "backend"), ("inference", "inference")):
+        if key == "inference" and saved.get(key, {}).get("name") == config[key]["name"]:
+            difference = _differs("inference", info.get("state", {}), config.get("state", {}))
+        else:
+            difference = _differs(what, saved.get(key), config[key])
+        if difference:
+            raise CheckpointError(f"the checkpoint in {folder} does not fit this run: {difference}. A resumed run "
+                                  f"keeps the model, the backend and the options that shape the algorithm's state "
+                                  f"({', '.join(sorted(config.get('state', {}))) or 'none'}); change those in a new "
+                                  f"run_dir")
     state = alg.restore_state(state, arrays, info.get("meta", {}))
-    return state, list(info.get("history", [])), int(info["step"])
+    return state, list(info["history"]), int(info["step"])
 
 
 # ======================================================================================

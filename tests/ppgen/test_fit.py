@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ppgen
-from ppgen import datasets, inference, models
+from ppgen import checkpoint, datasets, inference, models
 from ppgen.errors import CheckpointError, ConfigError, DataError, Diverged, IncompatibleInference
 
 BACKENDS = ["pyro", "numpyro"]
@@ -46,7 +46,7 @@ def test_resume_continues_exactly(small, backend, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         ppgen.fit(spec, small, svi, backend=backend, seed=3, run_dir=tmp_path, checkpoint_every=10,
                   callbacks=[interrupt])
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    _, state = checkpoint.read_checkpoint(tmp_path / "checkpoint")
     assert state["step"] == 20  # written once step 21 proved its state finite
     resumed = ppgen.fit(spec, small, svi, backend=backend, seed=3, run_dir=tmp_path, checkpoint_every=10,
                         resume=True)
@@ -59,16 +59,22 @@ def test_resume_continues_exactly(small, backend, tmp_path):
 def test_resume_refuses_a_checkpoint_of_another_model(small, tmp_path):
     ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="numpyro",
               run_dir=tmp_path, checkpoint_every=5)
-    with pytest.raises(CheckpointError, match="different model"):
+    with pytest.raises(CheckpointError, match="model option latent_dim=2 in the checkpoint, 3 here"):
         ppgen.fit(models.PPCA(data_dim=6, latent_dim=3), small, inference.SVI(steps=10), backend="numpyro",
                   run_dir=tmp_path, resume=True)
-    with pytest.raises(CheckpointError, match="different backend"):
+    with pytest.raises(CheckpointError, match="backend 'numpyro' in the checkpoint, 'pyro' here"):
         ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="pyro",
                   run_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="inference option guide='auto' in the checkpoint, 'normal' here"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10, guide="normal"),
+                  backend="numpyro", run_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="inference 'svi' in the checkpoint, 'em' here"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "em", backend="numpyro", run_dir=tmp_path,
+                  resume=True)
 
 
-def _exploding_program(backend):
-    """A one-parameter program whose likelihood turns NaN once its location passes 3."""
+def _exploding_program(backend, threshold=3.0):
+    """A one-parameter program whose likelihood turns NaN once its location passes ``threshold``."""
     if backend == "pyro":
         import pyro
         import pyro.distributions as dist
@@ -76,7 +82,7 @@ def _exploding_program(backend):
 
         def model(x):
             m = pyro.param("m", torch.tensor(0.0))
-            scale = torch.where(m > 3, torch.tensor(float("nan")), torch.tensor(1.0))
+            scale = torch.where(m > threshold, torch.tensor(float("nan")), torch.tensor(1.0))
             with pyro.plate("data", x.shape[0]):
                 pyro.sample("x", dist.Normal(m, scale, validate_args=False).expand(x.shape).to_event(1), obs=x)
     else:
@@ -86,7 +92,7 @@ def _exploding_program(backend):
 
         def model(x):
             m = numpyro.param("m", 0.0)
-            scale = jnp.where(m > 3, jnp.nan, 1.0)
+            scale = jnp.where(m > threshold, jnp.nan, 1.0)
             with numpyro.plate("data", x.shape[0]):
                 numpyro.sample("x", dist.Normal(m, scale).expand(x.shape).to_event(1), obs=x)
 
@@ -103,7 +109,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(backend, tmp_path):
         ppgen.fit(_exploding_program(backend), x, inference.SVI(steps=100, lr=0.5), backend=backend,
                   run_dir=tmp_path, checkpoint_every=2)
     assert str(tmp_path / "checkpoint") in str(err.value)
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    _, state = checkpoint.read_checkpoint(tmp_path / "checkpoint")
     assert 2 <= state["step"] < 100
     assert all(np.isfinite(h["loss"]) for h in state["history"])
     assert len(state["history"]) == state["step"]
@@ -205,8 +211,6 @@ def test_truncated_and_foreign_run_folders_are_refused(small, tmp_path):
 
 
 def test_foreign_parameters_are_refused(small, tmp_path):
-    from ppgen import checkpoint
-
     run = tmp_path / "run"
     ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="pyro").save(run)
     checkpoint.write_arrays(run / "fit.safetensors", {"params/encoder.weight": np.zeros((3, 3))})
@@ -217,3 +221,115 @@ def test_foreign_parameters_are_refused(small, tmp_path):
 def test_nonexistent_data_path_is_refused(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path / "missing")):
         ppgen.fit("ppca", datasets.load("mnist", path=tmp_path / "missing"), "closed_form")
+
+
+# ---- resuming with other settings ---------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_finished_run_extends_with_more_steps(small, backend, tmp_path):
+    spec = models.PPCA(data_dim=6, latent_dim=2)
+    whole = ppgen.fit(spec, small, inference.SVI(steps=30, batch_size=100, lr=0.02), backend=backend, seed=1)
+    ppgen.fit(spec, small, inference.SVI(steps=20, batch_size=100, lr=0.02), backend=backend, seed=1,
+              run_dir=tmp_path, checkpoint_every=10)
+    extended = ppgen.fit(spec, small, inference.SVI(steps=30, batch_size=100, lr=0.02), backend=backend, seed=1,
+                         run_dir=tmp_path, checkpoint_every=10, resume=True)
+    assert [h["step"] for h in extended.history] == list(range(1, 31))
+    # the first 20 steps are the short run's; the constant learning rate makes the rest the long run's too
+    np.testing.assert_allclose([h["loss"] for h in extended.history], [h["loss"] for h in whole.history], rtol=1e-5)
+    assert ppgen.load(tmp_path).inference.steps == 30
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_takes_a_new_learning_rate(small, backend, tmp_path):
+    spec = models.PPCA(data_dim=6, latent_dim=2)
+    ppgen.fit(spec, small, inference.SVI(steps=10, batch_size=100, lr=0.02), backend=backend, seed=1,
+              run_dir=tmp_path, checkpoint_every=10)
+    slow = ppgen.fit(spec, small, inference.SVI(steps=20, batch_size=100, lr=1e-6), backend=backend, seed=1,
+                     run_dir=tmp_path, checkpoint_every=10, resume=True)
+    fast = ppgen.fit(spec, small, inference.SVI(steps=10, batch_size=100, lr=0.02), backend=backend, seed=1)
+    np.testing.assert_allclose([h["loss"] for h in slow.history[:10]], [h["loss"] for h in fast.history], rtol=1e-5)
+    # with lr=1e-6 the parameters hardly move after the checkpoint (Adam moves each by about lr per step)
+    assert slow.inference.lr == 1e-6
+    for name in ("W", "mu", "sigma"):
+        np.testing.assert_allclose(slow.params[name], fast.params[name], atol=1e-4)
+    moved = ppgen.fit(spec, small, inference.SVI(steps=20, batch_size=100, lr=0.02), backend=backend, seed=1)
+    assert np.abs(moved.params["W"] - fast.params["W"]).max() > 1e-3
+
+
+def test_resume_without_a_checkpoint_starts_afresh(small, tmp_path, capsys):
+    spec = models.PPCA(data_dim=6, latent_dim=2)
+    fit = ppgen.fit(spec, small, inference.SVI(steps=15), backend="numpyro", seed=2, run_dir=tmp_path / "new",
+                    checkpoint_every=5, resume=True)
+    assert "no checkpoint in" in capsys.readouterr().err
+    again = ppgen.fit(spec, small, inference.SVI(steps=15), backend="numpyro", seed=2)
+    np.testing.assert_array_equal(fit.params["W"], again.params["W"])
+
+
+def test_a_fresh_run_in_a_used_run_dir_drops_the_old_checkpoint(small, tmp_path):
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="numpyro",
+              run_dir=tmp_path, checkpoint_every=5)
+    assert (tmp_path / "checkpoint" / checkpoint.CHECKPOINT_FILE).exists()
+    ppgen.fit(models.GMM(data_dim=6, num_components=2), small, "em", backend="numpyro", run_dir=tmp_path)
+    assert checkpoint.read_checkpoint(tmp_path / "checkpoint") is None
+    assert ppgen.load(tmp_path).model.family == "gmm"
+
+
+def test_a_checkpoint_whose_parts_disagree_is_refused(small, tmp_path):
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="numpyro",
+              run_dir=tmp_path, checkpoint_every=5)
+    folder = tmp_path / "checkpoint"
+    arrays, info = checkpoint.read_checkpoint(folder)
+    checkpoint.write_checkpoint(folder, arrays, dict(info, step=info["step"] - 1))  # history one record longer
+    with pytest.raises(CheckpointError, match="disagree"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="numpyro",
+                  run_dir=tmp_path, resume=True)
+    path = folder / checkpoint.CHECKPOINT_FILE
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=10), backend="numpyro",
+                  run_dir=tmp_path, resume=True)
+
+
+# ---- blow-ups ------------------------------------------------------------------------------------
+BLOWUPS = {  # the cases a reliability test found returned without a word (or with a raw error)
+    "vae": (lambda: models.VAE(6, latent_dim=2, hidden_dims=(16,), likelihood="gaussian"), {"lr": 1e6}),
+    "ppca": (lambda: models.PPCA(data_dim=6, latent_dim=2), {"lr": 10.0}),
+    "gmm": (lambda: models.GMM(data_dim=6, num_components=2), {"lr": 1e6}),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", sorted(BLOWUPS))
+def test_a_blow_up_is_diverged_with_the_last_good_checkpoint_kept(small, family, backend, tmp_path):
+    make, options = BLOWUPS[family]
+    svi = inference.SVI(steps=300, batch_size=100, **options)
+    with pytest.raises(Diverged, match="diverged at step") as err:
+        ppgen.fit(make(), small, svi, backend=backend, seed=0, run_dir=tmp_path, checkpoint_every=1)
+    assert "smaller learning rate" in str(err.value)
+    found = checkpoint.read_checkpoint(tmp_path / "checkpoint")
+    if found is not None:  # the run may blow up before its first checkpoint proved good
+        arrays, info = found
+        assert str(tmp_path / "checkpoint") in str(err.value)
+        assert all(np.all(np.isfinite(v)) for v in arrays.values() if v.dtype.kind == "f")
+        assert all(abs(h["loss"]) < 1e4 * max(1.0, abs(info["history"][0]["loss"])) for h in info["history"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_diverged_run_resumes_with_a_smaller_learning_rate(backend, tmp_path):
+    # m moves by about lr per Adam step towards the data at 10 and the likelihood turns NaN past 3.2:
+    # lr=0.5 diverges at m = 3.5 with the checkpoint at m = 3.0 kept; ten steps of lr=0.01 stay below 3.2
+    x = np.full((50, 2), 10.0, dtype=np.float32)
+    program = _exploding_program(backend, threshold=3.2)
+    with pytest.raises(Diverged, match="smaller learning rate"):
+        ppgen.fit(program, x, inference.SVI(steps=100, lr=0.5), backend=backend, run_dir=tmp_path, checkpoint_every=1)
+    _, info = checkpoint.read_checkpoint(tmp_path / "checkpoint")
+    fit = ppgen.fit(program, x, inference.SVI(steps=info["step"] + 10, lr=0.01), backend=backend, run_dir=tmp_path,
+                    checkpoint_every=1, resume=True)
+    assert len(fit.history) == info["step"] + 10 and np.all(np.isfinite([h["loss"] for h in fit.history]))
+    assert 3.0 < float(fit.params["m"]) < 3.2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_closed_form_refuses_degenerate_data(backend):
+    for x in (np.ones((20, 4)), np.random.default_rng(0).normal(size=(2, 4))):
+        with pytest.raises(DataError, match="span only .* dimension"):
+            ppgen.fit(models.PPCA(data_dim=4, latent_dim=1), x, "closed_form", backend=backend)
