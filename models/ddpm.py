@@ -481,7 +481,10 @@ class DDPM(ModelSpec):
         return x0.astype(np.float32)
 
     def param_names(self, form: str) -> tuple:
-        return tuple(f"denoiser.{k}" for k in self._network().shapes())
+        return tuple(self.param_shapes())
+
+    def param_shapes(self) -> dict:
+        return {f"denoiser.{k}": tuple(shape) for k, shape in self._network().shapes().items()}
 
     def num_parameters(self) -> int:
         return self._network().num_parameters()

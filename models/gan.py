@@ -54,8 +54,7 @@ from .nets import ACTIVATIONS, MLP, image_layout, ops_for
 __all__ = ["GAN", "CGAN", "OUTPUTS"]
 
 OUTPUTS = ("tanh", "sigmoid", "identity")
-_IMPLICIT = ("is an implicit model: it can be sampled but has no likelihood to {what}; use "
-             "inference.Adversarial")
+_IMPLICIT = "it is an implicit model: it can be sampled but has no likelihood to {what}"
 
 
 def _sub(params: dict, prefix: str) -> dict:
@@ -70,11 +69,11 @@ class _ImplicitFamily(ModelSpec):
 
     forms: ClassVar[tuple] = ("implicit",)
     methods: ClassVar[tuple] = ("adversarial",)
-    refusals: ClassVar[dict] = {"svi": "SVI " + _IMPLICIT.format(what="bound"),
-                                "nuts": "NUTS " + _IMPLICIT.format(what="sample from"),
-                                "hmc": "HMC " + _IMPLICIT.format(what="sample from"),
-                                "em": "EM " + _IMPLICIT.format(what="maximise"),
-                                "closed_form": "it " + _IMPLICIT.format(what="maximise")}
+    refusals: ClassVar[dict] = {"svi": _IMPLICIT.format(what="bound"),
+                                "nuts": _IMPLICIT.format(what="sample from"),
+                                "hmc": _IMPLICIT.format(what="sample from"),
+                                "em": _IMPLICIT.format(what="maximise"),
+                                "closed_form": _IMPLICIT.format(what="maximise")}
     conditional: ClassVar[bool] = False
     has_discriminator: ClassVar[bool] = True
 
@@ -84,7 +83,10 @@ class _ImplicitFamily(ModelSpec):
         return _AmortizedFamily.check_labels(self, labels, num, what)
 
     def param_names(self, form: str = "implicit") -> tuple:
-        return tuple(f"{net}.{k}" for net, n in self._networks().items() for k in n.shapes())
+        return tuple(self.param_shapes())
+
+    def param_shapes(self) -> dict:
+        return self.network_shapes()
 
     def num_parameters(self) -> int:
         return sum(n.num_parameters() for n in self._networks().values())

@@ -181,6 +181,11 @@ class GMM(ModelSpec):
     def param_names(self, form: str = "marginal") -> tuple:
         return ("weights", "locs", self.covariance_param)
 
+    def param_shapes(self) -> dict:
+        K, D = self.num_components, self.data_dim
+        covariance = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance]
+        return {"weights": (K,), "locs": (K, D), self.covariance_param: covariance}
+
     def num_parameters(self) -> int:
         """Free parameters of the maximum-likelihood model (for BIC and AIC)."""
         K, D = self.num_components, self.data_dim

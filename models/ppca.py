@@ -141,6 +141,9 @@ class PPCA(ModelSpec):
     def param_names(self, form: str) -> tuple:
         return ("W", "mu", "sigma")
 
+    def param_shapes(self) -> dict:
+        return {"W": (self.data_dim, self.latent_dim), "mu": (self.data_dim,), "sigma": ()}
+
     # ---- closed form and EM (written over an array namespace: torch or jax.numpy) -------
     @staticmethod
     def _moments(xp, x):

@@ -169,10 +169,13 @@ class _AmortizedFamily(ModelSpec):
         return y.astype(np.int64)
 
     def param_names(self, form: str) -> tuple:
-        names = [f"{net}.{k}" for net, n in self._networks().items() for k in n.shapes()]
+        return tuple(self.param_shapes())
+
+    def param_shapes(self) -> dict:
+        shapes = self.network_shapes()
         if self.likelihood == "gaussian" and self.observation_scale is None:
-            names.append("x_scale")
-        return tuple(names)
+            shapes["x_scale"] = (self.data_dim,)
+        return shapes
 
     # ---- program pieces --------------------------------------------------------------------
     def _make_encoder(self, out_dim: int, extra: int):

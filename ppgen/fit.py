@@ -22,7 +22,7 @@ from . import checkpoint as ckpt
 from .backends import BACKENDS, check_device, get_backend
 from .config import Config
 from .errors import CheckpointError, ConfigError, DataError, Diverged
-from .registry import inference_from_config, model_from_config, resolve_inference, resolve_model
+from .registry import default_inference, inference_from_config, model_from_config, resolve_inference, resolve_model
 
 __all__ = ["fit", "load", "compare", "Fit", "EarlyStopping", "StepEvent"]
 
@@ -74,10 +74,17 @@ def _as_dataset(data):
         from .datasets import load as load_dataset
 
         return load_dataset(str(data))
+    if isinstance(data, dict):
+        raise DataError(f"data is a dict with keys {sorted(map(str, data))}; ppgen.fit takes a Dataset, a dataset "
+                        f"name or one array (all of it training data). For splits pass "
+                        f"datasets.from_arrays(train, val=..., test=..., labels=...)")
+    if isinstance(data, (tuple, list)) and data and all(np.ndim(part) >= 2 for part in data):
+        raise DataError(f"data is a {type(data).__name__} of {len(data)} arrays; ppgen.fit takes one array (all of "
+                        f"it training data) or a Dataset. For splits pass datasets.from_arrays(train, val, test)")
     return from_arrays(data)
 
 
-def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: str = "cpu",
+def fit(model, data, inference=None, *, backend: Optional[str] = None, device: str = "cpu",
         seed: int = 0, progress: Optional[bool] = None, callbacks: Sequence[Callable] = (),
         early_stopping: Optional[EarlyStopping] = None, run_dir=None,
         checkpoint_every: Optional[int] = None, resume: bool = False, samples_every: Optional[int] = None,
@@ -88,7 +95,8 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
         model: a spec (``models.PPCA(...)``), a family name (``"ppca"``, with options as keyword
             arguments; ``data_dim`` is read from the data), or a ``ppgen.Program``.
         data: a ``Dataset``, a dataset name, or an array (all of it training data).
-        inference: an inference object or a name ("closed_form", "em", "svi", "nuts", "hmc").
+        inference: an inference object or a name ("closed_form", "em", "svi", "nuts", "hmc",
+            "adversarial"); default: the family's own (adversarial for GANs and AAEs, else SVI).
         backend: "pyro" or "numpyro" (default: a Program's own backend, else "numpyro").
         device: "cpu", "cuda" or "cuda:N": where the data, parameters and every array of the fit,
             its evaluations and its samples live.
@@ -119,8 +127,10 @@ def fit(model, data, inference="svi", *, backend: Optional[str] = None, device: 
     """
     dataset = _as_dataset(data)
     spec = resolve_model(model, data_dim=dataset.data_dim, meta=dataset.meta, **model_options)
-    alg = resolve_inference(inference)
+    alg = resolve_inference(default_inference(spec) if inference is None else inference)
     device = check_device(device)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed={seed!r}: a seed is a non-negative integer, such as 0 or 1234")
     backend = backend or getattr(spec, "backend", None) or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -490,7 +500,8 @@ class Fit:
         """
         x = self.model.check_data(x, "x")
         if getattr(self.model, "estimated_likelihood", False):
-            ll = self.model.log_likelihood(self.backend, self.params, x, num_samples=num_samples or 1000,
+            ll = self.model.log_likelihood(self.backend, self.params, x,
+                                           num_samples=1000 if num_samples is None else num_samples,
                                            seed=seed, labels=labels, device=self.device)
             return ll[None] if pointwise_draws else ll
         if num_samples is not None or labels is not None:
@@ -748,10 +759,7 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
     if not path.exists():
         raise CheckpointError(f"no run folder at {path}; pass the folder that fit.save() wrote")
     config = ckpt.read_json(path / "config.json")
-    if not isinstance(config, dict) or config.get("format") != ckpt.FORMAT or "model" not in config:
-        raise CheckpointError(f"{path / 'config.json'} is not a ppgen run (format {config.get('format')!r} "
-                              f"instead of {ckpt.FORMAT!r})" if isinstance(config, dict) else
-                              f"{path / 'config.json'} is not a ppgen run")
+    _check_format(config, path / "config.json")
     family = config["model"]["name"]
     expected = getattr(model, "family", model)
     if expected is not None and expected != family:
@@ -759,8 +767,13 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
     if family == "program":
         raise CheckpointError(f"{path} holds a user Program fit; rebuild the Program and fit it again "
                               f"(code is never stored in run folders)")
-    spec = model_from_config(config["model"])
-    alg = inference_from_config(config["inference"])
+    try:
+        spec = model_from_config(config["model"])
+        alg = inference_from_config(config["inference"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"the run folder {path} is inconsistent: its config.json does not describe a "
+                              f"{family!r} model and its inference ({e}). Was it edited? Fit again, or restore "
+                              f"the config.json that fit.save wrote") from None
     if inference is not None:  # a person's own functions (a custom loss) come back with their object
         inference = resolve_inference(inference)
         if inference.name != alg.name:
@@ -778,12 +791,49 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
     if groups["params"] and not set(groups["params"]) >= expected_params:
         raise CheckpointError(f"{path} holds parameters {sorted(groups['params'])}, not those of "
                               f"{family} ({sorted(expected_params)}); the file belongs to another model")
+    _check_shapes(spec, groups, path)
     from ppgen.inference import Result
 
     result = Result(groups["params"], groups["posterior"] or None, groups["sample_stats"] or None)
     history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
     return Fit(spec, alg, config["backend"], result, history, config, train=None,
                device=_load_device(config["backend"], config.get("device", "cpu"), device, path))
+
+
+def _check_format(config, where: Path) -> None:
+    """Refuse a config.json that is not a ppgen run, or one written by a newer ppgen (naming its version)."""
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(f"{where} is not a ppgen run (it has no model)")
+    found = config.get("format")
+    if found == ckpt.FORMAT:
+        return
+    name, _, version = str(found).partition("/")
+    ours = int(ckpt.FORMAT.partition("/")[2])
+    if name == ckpt.FORMAT.partition("/")[0] and version.isdigit() and int(version) > ours:
+        raise CheckpointError(f"{where} was written by a newer ppgen (run format version {version}; this ppgen "
+                              f"{_version()} reads version {ours}); upgrade ppgen to load it")
+    raise CheckpointError(f"{where} is not a ppgen run (format {found!r} instead of {ckpt.FORMAT!r})")
+
+
+def _version() -> str:
+    import ppgen
+
+    return ppgen.__version__
+
+
+def _check_shapes(spec, groups: dict, path: Path) -> None:
+    """Every stored parameter (and posterior draw) has the shape the spec in config.json gives it."""
+    expected = spec.param_shapes()
+    options = ", ".join(f"{k}={v}" for k, v in spec.to_config()["options"].items()
+                        if k in ("data_dim", "latent_dim", "latent_dims", "num_components", "hidden_dims"))
+    for group, lead in (("params", 0), ("posterior", 2)):
+        for name, value in groups[group].items():
+            if name in expected and tuple(value.shape[lead:]) != tuple(expected[name]):
+                raise CheckpointError(
+                    f"the run folder {path} is inconsistent: {group} {name!r} in fit.safetensors has shape "
+                    f"{tuple(value.shape[lead:])}, but the {spec.name} of config.json ({options}) needs "
+                    f"{tuple(expected[name])}. Was config.json or fit.safetensors edited? Fit again, or restore "
+                    f"the files that fit.save wrote")
 
 
 def _load_device(backend: str, fitted_on: str, asked: Optional[str], path: Path) -> str:

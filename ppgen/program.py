@@ -135,6 +135,20 @@ class ModelSpec(Config):
         """Names of the parameters a point-estimate fit stores (checked when loading)."""
         return ()
 
+    def param_shapes(self) -> dict:
+        """The shape of each parameter the family's likelihood and sampler use, by name (a
+        posterior draw of it has two leading axes more); ``ppgen.load`` checks a run folder's
+        arrays against it."""
+        raise NotImplementedError(f"{type(self).__name__} does not state its parameters' shapes")
+
+    def network_shapes(self) -> dict:
+        """``"<network>.<parameter>"`` → shape for the family's networks (families without
+        networks: none)."""
+        return {f"{net}.{k}": tuple(shape) for net, n in self._networks().items() for k, shape in n.shapes().items()}
+
+    def _networks(self) -> dict:
+        return {}
+
 
 class Program:
     """A user's own probabilistic program: ``ppgen.Program(model=fn, guide=fn_or_None, backend=...)``.
