@@ -122,7 +122,7 @@ def _commands() -> dict:
         "compare": ("fit a model for several values of one option and rank the fits (LOO or BIC)",
                     _cmd_compare),
         "models": ("list model families, the inference that fits them, and backends", _cmd_models),
-        "demo": ("PPCA on the digits by closed form and by NUTS, compared", _cmd_demo),
+        "demo": ("the main families end to end: PPCA (closed form, NUTS), a VAE, a DDPM and GANs", _cmd_demo),
     }
 
 
@@ -431,8 +431,10 @@ def _split_metrics(fit, x, labels=None, num_samples=None) -> dict:
     values = np.asarray(fit.log_likelihood(x, **kwargs), dtype=np.float64)
     n = int(values.shape[0])
     se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    discrete = fit.config.get("data", {}).get("support") in ("binary", "categorical")
     return {"log_likelihood": float(values.mean()), "log_likelihood_se": se,
-            "bits_per_dim": bits_per_dim(_Scored(values), x), "num_examples": n}
+            # bits of a probability; on real-valued data log p(x) is a density, and its "bits" can be negative
+            "bits_per_dim": bits_per_dim(_Scored(values), x) if discrete else None, "num_examples": n}
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -655,7 +657,9 @@ def _rel(path) -> str:
 # ppgen fit
 # ======================================================================================
 def _default_inference(model_cls) -> str:
-    return "adversarial" if "adversarial" in getattr(model_cls, "methods", ()) else "svi"
+    from .registry import default_inference
+
+    return default_inference(model_cls)
 
 
 def _cmd_fit(argv: list) -> int:
@@ -903,7 +907,10 @@ def _cmd_evaluate(argv: list) -> int:
         return 0
     print(f"log-likelihood: {_fmt(result['log_likelihood'])} nats per example "
           f"(standard error {_fmt(result['log_likelihood_se'])})")
-    print(f"bits per dimension: {_fmt(result['bits_per_dim'])}")
+    if result["bits_per_dim"] is None:
+        print("bits per dimension: not reported (real-valued data: log p(x) is a density, not a probability)")
+    else:
+        print(f"bits per dimension: {_fmt(result['bits_per_dim'])}")
     print(f"wrote {path}")
     return 0
 

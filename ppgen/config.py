@@ -116,8 +116,22 @@ def _from_json(value):
     return value
 
 
+class _Checked(type):
+    """Refuses unknown keyword arguments with the options a class has (and the likely one meant),
+    before the dataclass's own ``__init__`` would raise a bare TypeError."""
+
+    def __call__(cls, *args, **kwargs):
+        if dataclasses.is_dataclass(cls):
+            known = [f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
+            unknown = [k for k in kwargs if k not in known]
+            if unknown:
+                raise ConfigError(f"{cls.__name__} has no option {unknown[0]!r}.{suggest(unknown[0], known)} "
+                                  f"Its options are: {sorted(known)}")
+        return super().__call__(*args, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(metaclass=_Checked):
     """Base of model specs and inference objects (frozen dataclasses validated on construction)."""
 
     kind: ClassVar[str] = "config"   # "model" or "inference"

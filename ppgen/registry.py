@@ -5,7 +5,8 @@ from __future__ import annotations
 from .config import suggest
 from .errors import ConfigError
 
-__all__ = ["model_classes", "inference_classes", "resolve_model", "resolve_inference", "model_from_config",
+__all__ = ["model_classes", "inference_classes", "resolve_model", "resolve_inference", "default_inference",
+           "model_from_config",
            "inference_from_config", "working_inference", "support_table"]
 
 _ALIASES = {"closed-form": "closed_form", "closedform": "closed_form", "ml": "closed_form",
@@ -82,6 +83,12 @@ def inference_from_config(config: dict):
     """The inference object that ``alg.to_config()`` describes, every option as it was (a function
     a person passed, such as a custom loss, comes back as a ``ppgen.config.CodeReference``)."""
     return _from_config(config, inference_classes(), "inference")
+
+
+def default_inference(model) -> str:
+    """The name of the inference a family is fitted with when none is named: ``"adversarial"`` for
+    the implicit families (GAN, CGAN, AAE), else ``"svi"``."""
+    return "adversarial" if "adversarial" in getattr(model, "methods", ()) else "svi"
 
 
 def working_inference(model) -> list[str]:

@@ -164,7 +164,8 @@ def check_finite(x: Any, what: str = "data") -> np.ndarray:
 
 
 def _to_array(x: Any, what: str) -> np.ndarray:
-    """Convert one split to float32 (floats, bools) or int64 (integers) and check it."""
+    """Convert one split to float64 (float64 data), float32 (other floats, bools) or int64
+    (integers) and check it."""
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as e:
@@ -192,6 +193,8 @@ def _to_array(x: Any, what: str) -> np.ndarray:
         return arr.astype(np.int64, copy=False)
     if kind == "f":
         check_finite(arr, what)
+        if arr.dtype == np.float64:  # kept: closed form and EM compute in float64
+            return arr
         with np.errstate(over="ignore"):
             out = arr.astype(np.float32, copy=False)
         if out is not arr and out.size and not np.isfinite(out.sum(dtype=np.float64)):
@@ -276,8 +279,9 @@ def from_arrays(
 ) -> Dataset:
     """Build a checked `Dataset` from arrays you already have in memory.
 
-    Each split is converted to numpy: floating point (and boolean) data becomes
-    float32, integer data int64. Every split must be finite, hold at least one
+    Each split is converted to numpy: float64 data stays float64 (the closed-form and EM
+    fits compute in float64), other floating point (and boolean) data becomes float32,
+    integer data int64. Every split must be finite, hold at least one
     example, have at least 2 dimensions ``(N, *shape)`` and share the per-example
     shape of ``train``; all splits must be of one kind (all float or all integer).
 
@@ -326,6 +330,8 @@ def from_arrays(
                 f"{s} split has per-example shape {arr.shape[1:]} but train has {shape}; "
                 "all splits must hold examples of one shape (reshape or crop them to match)"
             )
+        if arr.dtype.kind == "f" and arrays["train"].dtype.kind == "f":
+            arr = arr.astype(arrays["train"].dtype, copy=False)  # one float precision, the training split's
         if arr.dtype != arrays["train"].dtype:
             raise DataError(
                 f"{s} split has dtype {arr.dtype} but train has {arrays['train'].dtype}; "

@@ -212,12 +212,17 @@ def _pixel_dataset(
     x_test = None if test_raw is None else pixel_view(test_raw, view, 255)
     y_train = train_y.astype(np.int64)
     y_test = None if test_y is None else test_y.astype(np.int64)
-    top = max(int(y.max()) for y in (y_train, y_test) if y is not None)
+    for y, what in ((y_train, "training"), (y_test, "test")):
+        if y is not None and y.size and (int(y.max()) > 9 or int(y.min()) < 0):
+            bad = int(np.flatnonzero((y > 9) | (y < 0))[0])
+            raise DataError(f"the {what} labels of {source} hold {int(y[bad])} at position {bad}; MNIST and "
+                            f"Fashion-MNIST labels are the classes 0..9: the labels file is damaged or not an "
+                            f"MNIST-format labels file")
     val = x_train[cut:] if cut < len(x_train) else None
     y_val = y_train[cut:] if val is not None else None
     meta = {
         "view": view,
-        "num_classes": max(10, top + 1),
+        "num_classes": 10,
         "source": str(source),
         "files": files,
         **pixel_meta(view, 255),

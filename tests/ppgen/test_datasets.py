@@ -183,7 +183,7 @@ def test_pinwheel_arms():
 def test_from_arrays_conversion_and_inference():
     rng = np.random.default_rng(0)
     ds = datasets.from_arrays(rng.normal(size=(10, 3)), rng.normal(size=(4, 3)), labels=np.arange(10) % 3)
-    assert ds.train.dtype == np.float32 and ds.meta["support"] == "real"
+    assert ds.train.dtype == np.float64 and ds.meta["support"] == "real"  # float64 kept
     assert ds.meta["num_classes"] == 3 and ds.labels.val is None and ds.test is None
     assert ds.meta["name"] == "arrays" and ds.meta["low"] is None
     check_meta(ds)
@@ -191,7 +191,7 @@ def test_from_arrays_conversion_and_inference():
     b = datasets.from_arrays([[0, 1], [1, 1]], name="bits")
     assert b.meta["support"] == "binary" and b.train.dtype == np.int64 and b.meta["name"] == "bits"
     bf = datasets.from_arrays(np.array([[0.0, 1.0]]))
-    assert bf.meta["support"] == "binary" and bf.train.dtype == np.float32
+    assert bf.meta["support"] == "binary" and bf.train.dtype == np.float64
 
     c = datasets.from_arrays(np.array([[0, 5], [2, 3]], dtype=np.uint8), np.array([[6, 0]], dtype=np.int16))
     assert c.train.dtype == np.int64 and c.meta["support"] == "categorical" and c.meta["levels"] == 7
@@ -241,7 +241,8 @@ def test_from_arrays_validation_errors():
     with pytest.raises(DataError, match=r"negative values \(min -2\)"):
         datasets.from_arrays(np.array([[1, -2]]))
     with pytest.raises(DataError, match="too large for float32"):
-        datasets.from_arrays(np.array([[1e300]]))
+        datasets.from_arrays(np.array([[1e300]], dtype=np.longdouble))
+    assert datasets.from_arrays(np.array([[1e300]])).train.dtype == np.float64  # float64 kept as it is
     with pytest.raises(DataError, match="rectangular"):
         datasets.from_arrays([[1.0, 2.0], [3.0]])
     with pytest.raises(DataError, match="object array"):
@@ -464,15 +465,15 @@ def test_npz_round_trip(tmp_path):
     file = tmp_path / "mine.npz"
     np.savez(file, train=x, val=v, test=t, y_train=y, y_test=np.array([1, 1, 0]))
     ds = datasets.load("npz", path=file)
-    np.testing.assert_array_equal(ds.train, x.astype(np.float32))
-    np.testing.assert_array_equal(ds.test, t.astype(np.float32))
+    np.testing.assert_array_equal(ds.train, x)  # float64 kept
+    np.testing.assert_array_equal(ds.test, t)
     np.testing.assert_array_equal(ds.labels.train, y)
     assert ds.labels.val is None and ds.meta["num_classes"] == 3
     assert ds.meta["source"] == str(file) and ds.meta["support"] == "real"
     check_meta(ds)
     # a path as the name, as str or PathLike
-    np.testing.assert_array_equal(datasets.load(str(file)).val, v.astype(np.float32))
-    np.testing.assert_array_equal(datasets.load(file).val, v.astype(np.float32))
+    np.testing.assert_array_equal(datasets.load(str(file)).val, v)
+    np.testing.assert_array_equal(datasets.load(file).val, v)
     # aliases
     np.savez(tmp_path / "alias.npz", x=np.array([[0, 1], [1, 1]]), labels=np.array([3, 4]))
     a = datasets.load(tmp_path / "alias.npz")
@@ -523,3 +524,21 @@ def test_names_and_unknown():
         datasets.load("imagenet")
     assert datasets.load("Digits").meta["name"] == "digits"
     assert set(datasets.__all__) == {"Dataset", "Split", "load", "from_arrays", "names", "check_finite"}
+
+
+def test_mnist_labels_outside_0_to_9_are_refused(tmp_path, tiny_idx):
+    tx, ty, sx, sy = tiny_idx
+    bad = ty.copy()
+    bad[4] = 200
+    write_idx_set(tmp_path, tx, bad, sx, sy)
+    with pytest.raises(DataError, match="training labels .* hold 200 at position 4; .* classes 0..9"):
+        datasets.load("mnist", path=tmp_path)
+
+
+def test_float64_data_keeps_its_precision():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(20, 3))
+    ds = datasets.from_arrays(train, val=rng.normal(size=(5, 3)).astype(np.float32))
+    assert ds.train.dtype == np.float64 and ds.val.dtype == np.float64
+    np.testing.assert_array_equal(ds.train, train)
+    assert datasets.from_arrays(train.astype(np.float32)).train.dtype == np.float32

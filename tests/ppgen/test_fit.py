@@ -333,3 +333,99 @@ def test_closed_form_refuses_degenerate_data(backend):
     for x in (np.ones((20, 4)), np.random.default_rng(0).normal(size=(2, 4))):
         with pytest.raises(DataError, match="span only .* dimension"):
             ppgen.fit(models.PPCA(data_dim=4, latent_dim=1), x, "closed_form", backend=backend)
+
+
+# ---- run folders that were edited ---------------------------------------------------------------
+def _edit_config(run, **changes):
+    config = json.loads((run / "config.json").read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("option,value", [("latent_dim", 3), ("data_dim", 5)])
+def test_an_edited_dimension_is_refused_on_load(small, tmp_path, option, value):
+    run = tmp_path / "run"
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="numpyro").save(run)
+    _edit_config(run, **{f"model.options.{option}": value})
+    with pytest.raises(CheckpointError, match="inconsistent: params 'W' in fit.safetensors has shape \\(6, 2\\)"):
+        ppgen.load(run)
+
+
+def test_arrays_of_the_wrong_shape_are_refused_on_load(small, tmp_path):
+    run = tmp_path / "run"
+    fit = ppgen.fit(models.GMM(data_dim=6, num_components=2, covariance="diag"), small, "em", backend="numpyro")
+    fit.save(run)
+    arrays = checkpoint.read_arrays(run / "fit.safetensors")
+    arrays["params/locs"] = np.zeros((2, 5), np.float32)
+    checkpoint.write_arrays(run / "fit.safetensors", arrays)
+    with pytest.raises(CheckpointError, match="'locs' .* has shape \\(2, 5\\), but the gmm .* needs \\(2, 6\\)"):
+        ppgen.load(run)
+
+
+def test_an_edited_family_is_an_inconsistent_run_folder(small, tmp_path):
+    run = tmp_path / "run"
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="numpyro").save(run)
+    _edit_config(run, **{"model.name": "gmm"})
+    with pytest.raises(CheckpointError, match="run folder .* is inconsistent: .*GMM has no option"):
+        ppgen.load(run)
+
+
+def test_a_run_folder_of_a_newer_format_names_its_version(small, tmp_path):
+    run = tmp_path / "run"
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="numpyro").save(run)
+    _edit_config(run, format="ppgen-run/7")
+    with pytest.raises(CheckpointError, match="newer ppgen \\(run format version 7; this ppgen .* reads version 1\\)"):
+        ppgen.load(run)
+
+
+# ---- what a new user hit ------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("wrap", ["array", "dataset"])
+def test_float64_data_stays_float64_for_closed_form(backend, wrap):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4)) @ rng.normal(size=(4, 4)) * 1e-3 + 1e3  # small spread on a large offset
+    data = x if wrap == "array" else datasets.from_arrays(x)
+    fit = ppgen.fit(models.PPCA(data_dim=4, latent_dim=1), data, "closed_form", backend=backend)
+    eigenvalues = np.linalg.eigvalsh(np.cov(x.T, bias=True))  # Tipping & Bishop: σ² = mean of the D − K smallest
+    np.testing.assert_allclose(float(fit.params["sigma"]) ** 2, eigenvalues[:3].mean(), rtol=1e-6)
+
+
+def test_data_in_the_wrong_container_points_to_from_arrays(small):
+    for data in ((small.train, small.val), [small.train, small.val], {"train": small.train}):
+        with pytest.raises(DataError, match="datasets.from_arrays"):
+            ppgen.fit("ppca", data, "closed_form", latent_dim=2)
+
+
+@pytest.mark.parametrize("seed", [None, -1, 1.5, True, "0"])
+def test_a_seed_is_a_non_negative_integer(small, seed):
+    with pytest.raises(ConfigError, match="seed=.*non-negative integer"):
+        ppgen.fit("ppca", small, "closed_form", latent_dim=2, seed=seed)
+
+
+def test_an_implicit_family_gets_its_own_inference_and_a_clean_refusal(small):
+    spec = models.GAN(6, latent_dim=2, hidden_dims=(8,), output="identity")
+    fit = ppgen.fit(spec, small, backend="numpyro", callbacks=[lambda event: event.step >= 2])
+    assert isinstance(fit.inference, inference.Adversarial)
+    with pytest.raises(IncompatibleInference) as err:
+        ppgen.fit(spec, small, "svi")
+    message = str(err.value)
+    assert message.startswith("SVI cannot fit GAN: it is an implicit model") and message.count("use inference.") == 1
+
+
+def test_a_misspelled_option_is_refused_with_the_likely_one():
+    with pytest.raises(ConfigError, match="SVI has no option 'step'. Did you mean 'steps'"):
+        inference.SVI(step=10)
+    with pytest.raises(ConfigError, match="NUTS has no option 'num_sample'. Did you mean 'num_samples'"):
+        inference.NUTS(num_sample=10)
+
+
+def test_num_samples_zero_is_refused(small):
+    fit = ppgen.fit(models.VAE(6, latent_dim=2, hidden_dims=(8,), likelihood="gaussian"), small,
+                    inference.SVI(steps=2), backend="numpyro")
+    with pytest.raises(ConfigError, match="num_samples must be at least 1; got 0"):
+        fit.log_likelihood(small.test, num_samples=0)
