@@ -8,6 +8,7 @@ so ArviZ's R-hat and ESS apply directly.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
@@ -129,9 +130,27 @@ class HMC(_MCMC):
 
 
 def _show_progress(alg) -> bool:
+    """The sampler's own bar: in a terminal or a notebook unless ``progress_bar`` says otherwise."""
+    from ppgen.fit import display
+
+    return display() != "log" if alg.progress_bar is None else alg.progress_bar
+
+
+def _chain_done(alg, backend: str, chain: int, seconds: float) -> None:
     import sys
 
-    return sys.stderr.isatty() if alg.progress_bar is None else alg.progress_bar
+    if alg.progress_bar is None and not _show_progress(alg):
+        which = f"chain {chain + 1} of {alg.num_chains}" if backend == "pyro" else f"all {alg.num_chains} chain(s)"
+        print(f"ppgen: {alg.title} · {backend}: {which} done, {seconds:.0f} s so far", file=sys.stderr, flush=True)
+
+
+def _announce(alg, backend: str, chains: int) -> None:
+    """Without a bar (a batch job, a log file): say what runs, since one step may take minutes."""
+    import sys
+
+    if alg.progress_bar is None and not _show_progress(alg):
+        print(f"ppgen: {alg.title} · {backend}: {chains} chain(s) of {alg.num_warmup} warm-up and {alg.num_samples} "
+              f"draws started (progress_bar=True draws a bar)", file=sys.stderr, flush=True)
 
 
 def _run_pyro(alg: _MCMC, model, batch, seed, init_values=None):
@@ -140,6 +159,8 @@ def _run_pyro(alg: _MCMC, model, batch, seed, init_values=None):
 
     be = get_backend("pyro")
     chains, diverging, accept = [], [], []
+    _announce(alg, "pyro", alg.num_chains)
+    started = time.perf_counter()
     for chain in range(alg.num_chains):
         init = init_to_median
         if init_values is not None:
@@ -166,6 +187,7 @@ def _run_pyro(alg: _MCMC, model, batch, seed, init_values=None):
         flags[np.asarray(diag["divergences"]["chain 0"], dtype=int)] = True
         diverging.append(flags)
         accept.append(np.full(alg.num_samples, float(diag["acceptance rate"]["chain 0"])))
+        _chain_done(alg, "pyro", chain, time.perf_counter() - started)
     posterior = {k: np.stack([c[k] for c in chains]) for k in chains[0]}
     return posterior, {"diverging": np.stack(diverging), "accept_prob": np.stack(accept)}
 
@@ -224,7 +246,10 @@ def _run_numpyro(alg: _MCMC, model, batch, seed, init_values=None):
         starts = [unconstrain_fn(model, (), batch, {k: jnp.asarray(v, dtype=jnp.float32) for k, v in
                                                     init_values(chain).items()}) for chain in range(alg.num_chains)]
         init_params = starts[0] if alg.num_chains == 1 else jax.tree_util.tree_map(lambda *a: jnp.stack(a), *starts)
+    _announce(alg, "numpyro", alg.num_chains)
+    started = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), extra_fields=fields, init_params=init_params, **batch)
+    _chain_done(alg, "numpyro", alg.num_chains - 1, time.perf_counter() - started)  # its chains end together
     posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     stats = {"diverging": extra["diverging"], "accept_prob": extra["accept_prob"],

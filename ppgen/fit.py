@@ -101,7 +101,9 @@ def fit(model, data, inference=None, *, backend: Optional[str] = None, device: s
         device: "cpu", "cuda" or "cuda:N": where the data, parameters and every array of the fit,
             its evaluations and its samples live.
         seed: seeds everything: initial values, minibatch order, the algorithm's randomness.
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: None (default): a bar in a terminal, tqdm's display in a notebook, and
+            otherwise (a batch job, a log file) a line every ``PPGEN_LOG_EVERY`` seconds (30);
+            True forces a bar, False shows nothing.
         callbacks: functions called with a :class:`StepEvent` after each step; returning True stops.
         early_stopping: an :class:`EarlyStopping` rule on the validation split.
         run_dir: a folder for checkpoints and the finished run (``Fit.save``).
@@ -201,7 +203,7 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
         val_batch = _make_batch(be, xs_val, np.arange(x_val.shape[0]), dev,
                                 be.ppl.index(y_val, like=xs_val) if y_val is not None else None)
     best = {"value": -math.inf, "arrays": None, "bad": 0}
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress
     total_epochs = math.ceil(total_steps / steps_per_epoch)
     if samples_every is None and run_dir is not None and form == "implicit":
         samples_every = max(1, total_epochs // 20)
@@ -250,9 +252,9 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
                                                  or step + 1 == total_steps):
                 _write_epoch_samples(Path(run_dir) / "samples", spec, alg, state, backend, dataset.meta,
                                      math.ceil((step + 1) / steps_per_epoch), seed, device)
-            bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in info._asdict().items()
                              if isinstance(v, float) and k != "seconds"}, refresh=False)
+            bar.update(1)
             if stop:
                 break
     finally:
@@ -370,10 +372,66 @@ class _NoProgress:
         pass
 
 
+class _LogProgress:
+    """Progress without a terminal or notebook (a batch job, a log file): one line to stderr every
+    ``every`` seconds, with the step, the time so far and left, and the latest numbers."""
+
+    def __init__(self, total: int, start: int, desc: str, every: float):
+        self.total, self.done, self.desc, self.every = total, start, desc, every
+        self.begun = self.last = time.perf_counter()
+        self.first, self.postfix = start, {}
+
+    def update(self, n=1):
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            rate = (now - self.begun) / max(self.done - self.first, 1)
+            numbers = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
+            print(f"ppgen: {self.desc}: step {self.done}/{self.total} ({100 * self.done / self.total:.0f}%), "
+                  f"{now - self.begun:.0f} s so far, about {rate * (self.total - self.done):.0f} s left"
+                  f"{'; ' + numbers if numbers else ''}", file=sys.stderr, flush=True)
+
+    def set_postfix(self, postfix, refresh=False):
+        self.postfix = dict(postfix)
+
+    def close(self):
+        if time.perf_counter() - self.begun >= self.every:  # a run long enough to have reported
+            print(f"ppgen: {self.desc}: done, {self.done} steps in {time.perf_counter() - self.begun:.0f} s",
+                  file=sys.stderr, flush=True)
+
+
+def display() -> str:
+    """Where progress goes: ``"notebook"`` (a Jupyter kernel), ``"terminal"`` (stderr is a
+    terminal) or ``"log"`` (anything else: a batch job, a log file, a test runner)."""
+    shell = sys.modules.get("IPython")
+    try:
+        if shell is not None and shell.get_ipython() is not None and hasattr(shell.get_ipython(), "kernel"):
+            return "notebook"
+    except Exception:  # noqa: BLE001 - an unusual IPython: treat as no notebook
+        pass
+    return "terminal" if sys.stderr.isatty() else "log"
+
+
 def _progress(total, start, show, desc):
-    if not show:  # tqdm is imported only when a bar is shown (tqdm.auto warns in bare notebooks)
+    """A progress display: tqdm's notebook widget in Jupyter (its text bar without ipywidgets), a
+    tqdm bar in a terminal, else a line every ``PPGEN_LOG_EVERY`` seconds (default 30). ``show``:
+    None chooses by :func:`display`; False shows nothing; True forces a bar."""
+    if show is False:
         return _NoProgress()
-    from tqdm.auto import tqdm
+    where = "terminal" if show is True else display()
+    if where == "log":
+        import os
+
+        return _LogProgress(total, start, desc, float(os.environ.get("PPGEN_LOG_EVERY", "30")))
+    if where == "notebook":
+        import importlib.util
+
+        if importlib.util.find_spec("ipywidgets") is not None:
+            from tqdm.notebook import tqdm as notebook_bar
+
+            return notebook_bar(total=total, initial=start, desc=desc, leave=False)
+    from tqdm import tqdm  # the text bar (tqdm.auto would warn in a notebook without ipywidgets)
 
     return tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
 

@@ -1,5 +1,6 @@
 """The fit loop: minibatches, early stopping, callbacks, checkpoints, resume, divergence."""
 
+import importlib
 import json
 
 import numpy as np
@@ -429,3 +430,28 @@ def test_num_samples_zero_is_refused(small):
                     inference.SVI(steps=2), backend="numpyro")
     with pytest.raises(ConfigError, match="num_samples must be at least 1; got 0"):
         fit.log_likelihood(small.test, num_samples=0)
+
+
+# ---- progress ------------------------------------------------------------------------------------
+def test_progress_without_a_terminal_is_a_periodic_line(small, capsys, monkeypatch):
+    monkeypatch.setenv("PPGEN_LOG_EVERY", "0")  # a line at every step
+    assert importlib.import_module("ppgen.fit").display() == "log"  # pytest captures stderr: no terminal
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=5), backend="pyro")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ppgen: ppca · SVI · pyro")]
+    assert lines[0].startswith("ppgen: ppca · SVI · pyro: step 1/5 (20%)") and "s left; loss" in lines[0]
+    assert lines[-1].startswith("ppgen: ppca · SVI · pyro: done, 5 steps in")
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=5), backend="pyro", progress=False)
+    assert "ppgen:" not in capsys.readouterr().err
+
+
+def test_progress_in_a_notebook_is_tqdm(small, monkeypatch, capsys):
+    import sys
+    import types
+
+    kernel = types.SimpleNamespace(kernel=object())  # what IPython.get_ipython() is inside a Jupyter kernel
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # no widgets: tqdm's text bar, which Jupyter shows
+    assert importlib.import_module("ppgen.fit").display() == "notebook"
+    ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, inference.SVI(steps=5), backend="pyro")
+    err = capsys.readouterr().err
+    assert "ppca · SVI · pyro:   0%|" in err and "/5 [" in err and "ppgen: ppca" not in err  # a tqdm bar
