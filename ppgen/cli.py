@@ -611,14 +611,20 @@ def _latent_figures(fit, dataset, run_dir: Path, seed: int) -> list:
     size = fit.model._first_latent_dim
     steps = np.linspace(-2.5, 2.5, 9)
     rows = []
-    for dim in range(min(size, 8)):
+    # the most used latents first: the variance over the data of E[z|x] (active units, Burda et al. 2016)
+    means = fit.encode(getattr(dataset, split)[:500], **({"labels": _split_labels(dataset, split)[:500]}
+                                                         if cond else {}))[0]
+    shown = [int(d) for d in np.argsort(-np.var(means, axis=0))[:min(size, 8)]]
+    for dim in shown:
         z = np.zeros((len(steps), size))
         z[:, dim] = steps
         extra = {"labels": np.zeros(len(steps), np.int64)} if cond else {}
         rows.append(fit.decode(z, **extra))
+    which = (f"all {size} latents" if len(shown) == size else
+             f"the {len(shown)} of {size} latents that vary most over the data")
     files.append(plots.image_rows(rows, run_dir / "traversals.png", shape,
-                                  row_names=[f"z[{d}]" for d in range(len(rows))],
-                                  title=f"{_title(fit)}: latent traversals, -2.5 to 2.5"))
+                                  row_names=[f"z[{d}]" for d in shown],
+                                  title=f"{_title(fit)}: latent traversals, -2.5 to 2.5, {which}"))
     if size == 2 and not cond:
         grid = np.stack(np.meshgrid(np.linspace(-2.5, 2.5, 12), np.linspace(2.5, -2.5, 12)), -1).reshape(-1, 2)
         decoded = fit.decode(grid)
@@ -930,11 +936,54 @@ def _default_vars(available: dict) -> list:
 INSPECT_EXAMPLES = 4  # examples whose q(z|x) draws a VAE-like fit's inspect shows
 
 
+NETWORK_PREFIXES = ("encoder.", "decoder.", "denoiser.", "generator.", "discriminator.")
+
+
+def point_estimate_table(params: dict, var_names=None):
+    """A compact table of point estimates: one row per parameter (its shape, and its value when it
+    is a scalar, else the mean, sd, min and max of its entries) and one row per network
+    (``encoder``, ``decoder``, ...: its number of arrays and parameters, and its weights' spread).
+    What ``ppgen inspect`` shows for closed-form, EM and SVI point estimates, GANs, AAEs and DDPMs."""
+    import pandas as pd
+
+    rows, networks = {}, {}
+    for name, value in params.items():
+        value = np.asarray(value, dtype=np.float64)
+        prefix = next((p for p in NETWORK_PREFIXES if name.startswith(p)), None)
+        if prefix is not None and not var_names:
+            networks.setdefault(prefix[:-1], []).append(value.ravel())
+            continue
+        if var_names and name not in var_names:
+            continue
+        rows[name] = {"shape": "×".join(map(str, value.shape)) or "scalar", "size": int(value.size),
+                      "mean": value.mean(), "sd": value.std() if value.size > 1 else np.nan,
+                      "min": value.min(), "max": value.max()}
+    for net, parts in networks.items():
+        weights = np.concatenate(parts)
+        rows[f"{net} (network)"] = {"shape": f"{len(parts)} arrays", "size": int(weights.size), "mean": weights.mean(),
+                                    "sd": weights.std(), "min": weights.min(), "max": weights.max()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["shape", "size", "mean", "sd", "min", "max"])
+    return table.round({"mean": 4, "sd": 4, "min": 4, "max": 4})
+
+
 def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100, labels=None) -> tuple:
-    """ArviZ summary table, plots and summary.csv of ``fit``; returns (table, plot paths, names)."""
+    """ArviZ summary table, plots and summary.csv of ``fit`` (for a point estimate: its compact
+    table, and a mixture's components); returns (table, plot paths, names)."""
     from . import arviz as ppaz
     from .checkpoint import atomic_write_bytes
 
+    if fit.posterior is None and not hasattr(fit.model, "posterior_draws"):
+        unknown = [n for n in (var_names or ()) if n not in fit.params]
+        if unknown:
+            raise ConfigError(f"this fit has no variable {unknown[0]!r}; it has {sorted(fit.params)}")
+        table = point_estimate_table(fit.params, var_names)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        if hasattr(fit.model, "covariances") and x is not None and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
+            paths.append(_mixture_plot(fit, x, folder / "components.png"))
+        csv = folder / "summary.csv"
+        atomic_write_bytes(csv, table.to_csv().encode())
+        return table, paths + [csv], list(table.index)
     if hasattr(fit.model, "posterior_draws"):  # amortised latents: q(z|x) for a few examples
         x = np.asarray(x)[:INSPECT_EXAMPLES]
         labels = None if labels is None else np.asarray(labels)[:INSPECT_EXAMPLES]
@@ -1001,8 +1050,10 @@ def _cmd_inspect(argv: list) -> int:
     if hasattr(fit.model, "posterior_draws"):
         print(f"q(z|x) for the first {INSPECT_EXAMPLES} training examples ({_title(fit)})")
     elif fit.posterior is None:
-        print(f"note: {fit.inference.title} gives a point estimate, shown as a single draw: sd, ESS "
-              f"and R-hat are undefined. Fit with NUTS or HMC for a posterior.")
+        hint = (" Fit with NUTS or HMC (or SVI with a posterior guide) for posterior plots."
+                if "bayesian" in getattr(fit.model, "forms", ()) else "")
+        print(f"{fit.inference.title} gives a point estimate ({_title(fit)}): the parameters' values and spread, "
+              f"networks by size.{hint}")
     else:
         chains, draws = next(iter(fit.posterior.values())).shape[:2]
         print(f"posterior: {chains} chain(s) x {draws} draws")

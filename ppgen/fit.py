@@ -251,7 +251,7 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
             if samples_every and epoch_done and (math.ceil((step + 1) / steps_per_epoch) % samples_every == 0
                                                  or step + 1 == total_steps):
                 _write_epoch_samples(Path(run_dir) / "samples", spec, alg, state, backend, dataset.meta,
-                                     math.ceil((step + 1) / steps_per_epoch), seed, device)
+                                     math.ceil((step + 1) / steps_per_epoch), seed, device, x)
             bar.set_postfix({k: f"{v:.4g}" for k, v in info._asdict().items()
                              if isinstance(v, float) and k != "seconds"}, refresh=False)
             bar.update(1)
@@ -299,8 +299,10 @@ def _divergence_advice(alg, last_checkpoint) -> str:
     return f"Pass run_dir= and checkpoint_every= to keep checkpoints, and try {fix}."
 
 
-def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: int, seed: int, device) -> None:
-    """A picture of samples of the current state: an image grid, or 2-D points over nothing."""
+def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: int, seed: int, device,
+                         train=None) -> None:
+    """A picture of samples of the current state: an image grid, or 2-D points over (up to 2000
+    of) the training data, on axes that stay the same from epoch to epoch."""
     from . import plots
 
     if not hasattr(spec, "sample"):
@@ -316,7 +318,14 @@ def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: i
         shown = np.clip(x, low, high) if (low is not None or high is not None) else x
         plots.image_grid(shown.reshape((n,) + tuple(shape)), folder / f"epoch_{epoch:05d}.png", title=title)
     elif shape == [2]:
-        plots.scatter(x.reshape(n, 2), folder / f"epoch_{epoch:05d}.png", title=title)
+        reference = None if train is None else np.asarray(train)[:2000].reshape(-1, 2)
+        limits = None
+        if reference is not None:
+            low, high = reference.min(0), reference.max(0)
+            pad = 0.25 * (high - low) + 1e-6
+            limits = ((low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1]))
+        plots.scatter(x.reshape(n, 2), folder / f"epoch_{epoch:05d}.png", reference=reference, title=title,
+                      limits=limits)
 
 
 def _make_batch(be, xs, index: np.ndarray, dev, ys=None) -> dict:

@@ -209,7 +209,7 @@ def latent_map(points, labels, decoded, path, title: str | None = None) -> Path:
     return _save(fig, path)
 
 
-def scatter(points, path, reference=None, title: str | None = None) -> Path:
+def scatter(points, path, reference=None, title: str | None = None, limits=None) -> Path:
     """Save 2-D points as a scatter plot, optionally over the data they should resemble.
 
     Args:
@@ -217,6 +217,8 @@ def scatter(points, path, reference=None, title: str | None = None) -> Path:
         path: the ``.png`` file to write.
         reference: ``(m, 2)`` data (e.g. the training set), drawn in grey behind the samples.
         title: a title above the plot.
+        limits: ``((x_min, x_max), (y_min, y_max))`` to hold the axes fixed (e.g. over a series
+            of pictures); default: fitted to what is drawn.
 
     Returns:
         Path: ``path``.
@@ -238,7 +240,12 @@ def scatter(points, path, reference=None, title: str | None = None) -> Path:
     if ref is not None:
         ax.scatter(ref[:, 0], ref[:, 1], s=size, c="0.7", alpha=0.5, linewidths=0, label="data")
     ax.scatter(p[:, 0], p[:, 1], s=size, c="tab:blue", alpha=0.7, linewidths=0, label="samples")
-    ax.set_aspect("equal", adjustable="datalim")
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.set_aspect("equal", adjustable="datalim")
     if ref is not None:
         ax.legend(loc="best", markerscale=max(1.0, 6.0 / size), frameon=False)
     if title:
@@ -412,16 +419,21 @@ def curves(history, path, keys: Sequence[str] = ("loss", "log_likelihood")) -> P
         >>> curves(fit.history, "curves.png")
     """
     records = _records(history)
-    panels = []
-    for key in keys:
+
+    def series(key):
         steps, values = [], []
         for i, record in enumerate(records):
             value = record.get(key) if isinstance(record, dict) else None
             if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value):
                 steps.append(record.get("step", i + 1))
                 values.append(float(value))
-        if values:
-            panels.append((key, np.asarray(steps), np.asarray(values)))
+        return np.asarray(steps), np.asarray(values)
+
+    panels = []
+    for key in keys:
+        steps, values = series(key)
+        if values.size and np.any(values != 0):  # a metric that is always 0 (no penalty, say) gets no panel
+            panels.append((key, steps, values))
     if not panels:
         present = sorted({k for r in records if isinstance(r, dict) for k in r})
         raise DataError(f"the history ({len(records)} steps) records none of {list(keys)}; "
@@ -434,8 +446,17 @@ def curves(history, path, keys: Sequence[str] = ("loss", "log_likelihood")) -> P
             width = max(2, len(values) // 50)
             smooth = np.convolve(values, np.ones(width) / width, mode="valid")
             ax.plot(steps[width - 1:], smooth, color="tab:blue", linewidth=1.5)
+        validation = {"loss": "val_loss", "log_likelihood": "val_log_likelihood"}.get(key)
+        if validation is not None:  # early stopping's evaluations, on the validation split
+            val_steps, val_values = series(validation)
+            if val_values.size:
+                ax.plot(val_steps, val_values, "o-", color="tab:orange", markersize=3, linewidth=1,
+                        label="validation")
+                ax.plot([], [], color="tab:blue", label="training")
+                ax.legend(frameon=False, fontsize=8)
         ax.set_xlabel("step")
         ax.set_ylabel(key.replace("_", " "))
+        ax.ticklabel_format(axis="y", useOffset=False)  # a flat curve shows its values, not an offset
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -502,3 +502,43 @@ def test_fit_ddpm_then_sample_with_ddim_and_a_chain_strip(capsys, tmp_path):
     assert code != 0 and "must divide T=100" in err
     code, _, err = run_cli(capsys, "fit", "ddpm", "--data", "ring", "--timesteps", "1", "--out", tmp_path / "bad")
     assert code != 0 and "timesteps must be at least 2" in err
+
+
+# ---- ppgen inspect on every kind of run ---------------------------------------------------------
+def _png_size(path):
+    header = path.read_bytes()[:24]
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+INSPECT_RUNS = {  # a tiny run of each kind a reliability test found ppgen inspect mishandled
+    "closed_form": ("digits", lambda: models.PPCA(64, latent_dim=2), "closed_form"),
+    "em": ("ring", lambda: models.GMM(2, num_components=3), inference.EM(max_iter=20)),
+    "svi_ddpm": ("ring", lambda: models.DDPM(2, timesteps=10, beta_schedule="cosine", hidden_dims=(16,), time_dim=8),
+                 inference.SVI(elbo="simple", steps=5, batch_size=64)),
+    "aae": ("ring", lambda: models.AAE(2, latent_dim=2, hidden_dims=(16,), discriminator_hidden_dims=(16,)),
+            inference.Adversarial(steps=5, batch_size=64)),
+    "gan": ("ring", lambda: models.GAN(2, latent_dim=2, hidden_dims=(16,), output="identity"),
+            inference.Adversarial(steps=5, batch_size=64, loss="wgan-gp")),
+    "vae": ("digits", lambda: models.VAE(64, latent_dim=2, hidden_dims=(16,), likelihood="gaussian"),
+            inference.SVI(steps=5, batch_size=64)),
+    "nuts": ("ring", lambda: models.GMM(2, num_components=2, covariance="diag"),
+             inference.NUTS(num_samples=20, num_warmup=20, num_chains=2)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INSPECT_RUNS))
+def test_inspect_shows_what_fits_the_run(kind, capsys, tmp_path):
+    name, make, alg = INSPECT_RUNS[kind]
+    data = datasets.load(name, **({"n": 300} if name == "ring" else {}))
+    ppgen.fit(make(), data, alg, backend="numpyro", run_dir=tmp_path / "run")
+    code, out, err = run_cli(capsys, "inspect", tmp_path / "run")
+    assert code == 0, err
+    assert "skipped" not in out + err and "Warning" not in err, out + err
+    assert len(out.splitlines()) < 60, out  # a compact table, networks summarised by size
+    if kind in ("svi_ddpm", "aae", "gan", "vae"):
+        assert "(network)" in out or kind == "vae"
+    for png in (tmp_path / "run").rglob("*.png"):
+        width, height = _png_size(png)
+        assert width <= 4000 and height <= 4000, (png.name, width, height)
+    if kind in ("closed_form", "em", "svi_ddpm", "aae", "gan"):  # point estimates: no posterior plots
+        assert not any((tmp_path / "run" / "plots" / f"{plot}.png").exists() for plot in ("trace", "posterior", "pair"))
