@@ -336,7 +336,8 @@ def test_compare_ranks_a_range_of_components(capsys, tmp_path):
 def test_inspect_point_estimate(capsys, closed_form_run):
     code, out, err = run_cli(capsys, "inspect", closed_form_run, "--var", "sigma", "--var", "mu")
     assert code == 0, err
-    assert "point estimate" in out and "sigma" in out and "mu[15]" in out
+    assert "point estimate" in out and "\nsigma " in out and "scalar" in out
+    assert "\nmu " in out and " 16 " in out  # one row per parameter: its shape and size
     assert (closed_form_run / "plots" / "summary.csv").exists()
 
 
