@@ -353,7 +353,7 @@ def test_an_edited_dimension_is_refused_on_load(small, tmp_path, option, value):
     run = tmp_path / "run"
     ppgen.fit(models.PPCA(data_dim=6, latent_dim=2), small, "closed_form", backend="numpyro").save(run)
     _edit_config(run, **{f"model.options.{option}": value})
-    with pytest.raises(CheckpointError, match="inconsistent: params 'W' in fit.safetensors has shape \\(6, 2\\)"):
+    with pytest.raises(CheckpointError, match="inconsistent: params '(W|mu)' in fit.safetensors has shape \\(6"):
         ppgen.load(run)
 
 
