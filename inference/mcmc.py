@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, NamedTuple, Optional
 import numpy as np
 
 from ppgen.backends import get_backend
+from ppgen.errors import ConfigError
 
 from .base import Inference, Result
 
@@ -53,6 +54,12 @@ class _MCMC(Inference):
         return "bayesian"
 
     def init(self, program, batch, seed):
+        structure = program.extras.get("structure")
+        if structure is not None and structure.local_latents:
+            raise ConfigError(
+                f"{self.title} would sample {list(structure.local_latents)} once per training row, and could then "
+                f"score no new data. Fit this program with inference.SVI and a guide that draws them from x (an "
+                f"amortised guide), or integrate them out of the model")
         from ppgen.inference.svi import _bind
 
         return {"program": program, "model": _bind(program, program.model), "seed": seed,

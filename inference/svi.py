@@ -250,6 +250,13 @@ class SVI(Inference):
 
     # ---- protocol ----------------------------------------------------------------------
     def init(self, program, batch, seed):
+        structure = program.extras.get("structure")
+        if (structure is not None and structure.local_latents and program.guide is None
+                and self.batch_size_for(program.num_data) < program.num_data):
+            raise ConfigError(
+                f"an automatic guide keeps one value of {list(structure.local_latents)} per training row, and "
+                f"minibatches cannot say which rows they hold to it: pass batch_size=None (full batches), or write "
+                f"a guide that draws them from x (amortised) and pass Program(model, guide)")
         impl = _PyroSVI if program.backend == "pyro" else _NumPyroSVI
         return impl.init(self, program, batch, seed)
 
@@ -560,9 +567,7 @@ class _PyroSVI:
             if program.form in ("bayesian", "user"):
                 batch = batch or state["batch"]
                 posterior = _pyro_guide_draws(state["model"], state["guide"], batch, svi.num_samples)
-        if program.form == "bayesian" or (program.form == "user" and program.guide is None):
-            params = {}  # auto-guide internals are not model parameters
-        return Result(params=params, posterior=posterior)
+        return Result(params=_model_params(program, params), posterior=_global_draws(program, posterior))
 
     @classmethod
     def state_arrays(cls, svi, state):
@@ -630,6 +635,28 @@ def _require_ema(arrays: dict, names) -> None:
 
         raise CheckpointError(f"the checkpoint has no moving average of {missing[:3]}; it was written by "
                               f"SVI without ema. Resume with the same SVI settings")
+
+
+def _model_params(program, params: dict) -> dict:
+    """The parameters a fit keeps: an automatic guide's internals are not the model's (a
+    family's Bayesian form keeps none; a user program keeps its own model's and guide's)."""
+    if program.form == "bayesian":
+        return {}
+    if program.form == "user" and program.guide is None:
+        structure = program.extras.get("structure")
+        own = set(structure.params) if structure is not None else set()
+        return {k: v for k, v in params.items() if k in own}
+    return params
+
+
+def _global_draws(program, posterior):
+    """A user program's posterior holds its global latents and deterministic sites, not the
+    per-example latents of the training rows (``Fit.to_arviz(x=...)`` draws those for any rows)."""
+    structure = program.extras.get("structure")
+    if posterior is None or structure is None:
+        return posterior
+    keep = set(structure.global_latents) | set(structure.deterministic)
+    return {k: v for k, v in posterior.items() if k in keep} or None
 
 
 def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
@@ -759,9 +786,8 @@ class _NumPyroSVI:
                                num_samples=svi.num_samples, return_sites=latent + deterministic)(
                 jax.random.PRNGKey(0), **batch)
             posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
-        if program.form == "bayesian" or (program.form == "user" and program.guide is None):
-            params = {}
-        return Result(params={k: np.asarray(v) for k, v in params.items()}, posterior=posterior)
+        return Result(params=get_backend("numpyro").flatten_params(_model_params(program, params)),
+                      posterior=_global_draws(program, posterior))
 
     @classmethod
     def state_arrays(cls, svi, state):

@@ -546,8 +546,34 @@ class Fit:
         return f"Fit({self.model.name}, {self.inference.title}, backend={self.backend!r}, {what})"
 
     @property
+    def program(self):
+        """A user program's model and guide with the fitted parameters bound
+        (:class:`ppgen.program.Bound`), to run with Pyro's or NumPyro's own ``Predictive``,
+        ELBOs and handlers, called with the keywords the program names (``x``, ``index``,
+        ``num_data``)."""
+        if self.model.family != "program":
+            raise ConfigError(f"fit.program returns a user Program's functions; {type(self.model).__name__} is a "
+                              f"built-in family")
+        return self.model.bind(self.params, self.data_shape, self.device)
+
+    @property
+    def structure(self):
+        """A user program's :class:`ppgen.program.ProgramStructure` (None for a family)."""
+        if self.model.family != "program":
+            return None
+        if getattr(self, "_structure", None) is None:
+            like = self._train[:8] if self._train is not None else np.zeros((2,) + self.data_shape, dtype=np.float32)
+            self._structure = self.model.structure(like, device=self.device)
+        return self._structure
+
+    @property
     def data_shape(self) -> tuple:
-        return tuple(self.config.get("data", {}).get("shape") or (self.model.data_dim,))
+        shape = self.config.get("data", {}).get("shape")
+        if shape is not None:
+            return tuple(shape)
+        if self.model.family == "program":
+            return tuple(np.shape(self._train)[1:]) if self._train is not None else ()
+        return (self.model.data_dim,)
 
     def _draws(self) -> dict:
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.posterior.items()}
@@ -571,15 +597,15 @@ class Fit:
                                            num_samples=1000 if num_samples is None else num_samples,
                                            seed=seed, labels=labels, device=self.device)
             return ll[None] if pointwise_draws else ll
+        if self.model.family == "program":
+            ll = self.model.log_likelihood(self.params, self._draws() if self.posterior else None, x,
+                                           num_samples=num_samples, seed=seed, device=self.device,
+                                           structure=self.structure)
+            return ll if pointwise_draws else _log_mean_exp(ll)
         if num_samples is not None or labels is not None:
             raise ConfigError(f"{type(self.model).__name__}'s log-likelihood is computed without sampling and "
                               f"without labels; drop num_samples= and labels=")
-        if self.model.family == "program":
-            from ppgen.backends import get_backend
-
-            ll = get_backend(self.backend).log_likelihood(self.model.model, self._draws() if self.posterior else {},
-                                                          self.params, x, device=self.device)
-        elif self.posterior is not None:
+        if self.posterior is not None:
             ll = self.model.log_likelihood(self.backend, self._draws(), x, device=self.device)
         else:
             ll = self.model.log_likelihood(self.backend, self.params, x, device=self.device)
@@ -638,8 +664,11 @@ class Fit:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"sample(n={n!r}) needs a positive integer")
         if self.model.family == "program":
-            raise ConfigError("sample() on a user Program is not available; run your model forward "
-                              "with numpyro.infer.Predictive or pyro.infer.Predictive")
+            if labels is not None or mean or options:
+                raise ConfigError("sample() of a user Program takes n and seed only (the model's own data site is "
+                                  "drawn)")
+            return self.model.sample(self.params, self._draws() if self.posterior else None, int(n), seed=seed,
+                                     device=self.device, structure=self.structure, data_shape=self.data_shape)
         extra = dict(options)
         if options:
             import inspect
@@ -720,6 +749,8 @@ class Fit:
                               f"for ArviZ. Draw samples with fit.sample(n) and score them with ppgen.metrics")
         if hasattr(self.model, "posterior_draws"):
             return self._local_arviz(x, labels, num_predictive or 100, seed, max_examples)
+        if self.model.family == "program" and self.structure.local_latents:
+            return self._program_local_arviz(x, num_predictive or 100, seed, max_examples)
         x = self._train if x is None else self.model.check_data(x, "x")
         if x is None:
             raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
@@ -741,6 +772,24 @@ class Fit:
         return ppaz.build(posterior=posterior, sample_stats=self.sample_stats, log_likelihood={"x": log_lik},
                           posterior_predictive={"x": predictive} if predictive is not None else None,
                           observed_data={"x": x}, model_name=self.model.name)
+
+    def _program_local_arviz(self, x, num_draws: int, seed: int, max_examples: int):
+        """A program with per-example latents: the global latents' draws (if any) and, for the
+        rows of ``x`` (default: the first ``max_examples`` training rows), draws of the guide's
+        per-example latents (dims chain, draw, example, ...) with log p(x_n | z_n, θ)."""
+        from . import arviz as ppaz
+
+        if x is None:
+            if self._train is None:
+                raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
+            x = self._train[:max_examples]
+        x = self.model.check_data(x, "x")
+        draws = self.model.local_draws(self.params, x, num_draws, seed=seed, device=self.device,
+                                       structure=self.structure)
+        posterior = {k: v[None] for k, v in draws["latents"].items()}
+        dims = {k: ["example"] + [f"{k}_dim_{i}" for i in range(v.ndim - 3)] for k, v in posterior.items()}
+        return ppaz.build(posterior=posterior, log_likelihood={"x": draws["log_likelihood"][None]},
+                          observed_data={"x": x}, model_name=self.model.name, dims=dims)
 
     def _local_arviz(self, x, labels, num_draws: int, seed: int, max_examples: int):
         from . import arviz as ppaz
@@ -806,7 +855,7 @@ class Fit:
         return path
 
 
-def load(path, *, model=None, device: Optional[str] = None, inference=None) -> Fit:
+def load(path, *, model=None, device: Optional[str] = None, inference=None, program=None) -> Fit:
     """Load a run folder written by ``Fit.save`` (or by ``ppgen.fit(..., run_dir=...)``).
 
     Args:
@@ -818,6 +867,9 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
         inference: the inference object to attach, for a run whose inference held a function of
             yours (e.g. ``SVI(elbo=my_loss)``): run folders keep only its name, so the loaded
             run otherwise holds a ``ppgen.config.CodeReference`` in its place.
+        program: for the run of a user ``ppgen.Program``, that program (run folders never hold
+            code): its parameters and latent sites must have the names and shapes the run
+            stored.
 
     Example:
         >>> fit = ppgen.load("runs/ddpm", device="cpu")   # a run fitted on a GPU, used on a laptop
@@ -832,8 +884,9 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
     if expected is not None and expected != family:
         raise CheckpointError(f"{path} holds a {family!r} fit, not a {expected!r} one; load the matching run folder")
     if family == "program":
-        raise CheckpointError(f"{path} holds a user Program fit; rebuild the Program and fit it again "
-                              f"(code is never stored in run folders)")
+        return _load_program(path, config, program, device, inference)
+    if program is not None:
+        raise ConfigError(f"{path} holds a {family!r} fit, not a user Program's; drop program=")
     try:
         spec = model_from_config(config["model"])
         alg = inference_from_config(config["inference"])
@@ -847,13 +900,7 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
             raise ConfigError(f"{path} was fitted with {alg.title}; inference= must be an inference.{type(alg).__name__}, "
                               f"not {type(inference).__name__}")
         alg = inference
-    arrays = ckpt.read_arrays(path / "fit.safetensors")
-    groups: dict = {"params": {}, "posterior": {}, "sample_stats": {}}
-    for key, value in arrays.items():
-        group, _, name = key.partition("/")
-        if group not in groups:
-            raise CheckpointError(f"{path / 'fit.safetensors'} has an unexpected entry {key!r}")
-        groups[group][name] = value
+    groups = _read_groups(path)
     expected_params = set(spec.param_names("marginal"))
     if groups["params"] and not set(groups["params"]) >= expected_params:
         raise CheckpointError(f"{path} holds parameters {sorted(groups['params'])}, not those of "
@@ -865,6 +912,60 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None) -> F
     history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
     return Fit(spec, alg, config["backend"], result, history, config, train=None,
                device=_load_device(config["backend"], config.get("device", "cpu"), device, path))
+
+
+def _read_groups(path: Path) -> dict:
+    arrays = ckpt.read_arrays(path / "fit.safetensors")
+    groups: dict = {"params": {}, "posterior": {}, "sample_stats": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in groups:
+            raise CheckpointError(f"{path / 'fit.safetensors'} has an unexpected entry {key!r}")
+        groups[group][name] = value
+    return groups
+
+
+def _load_program(path: Path, config: dict, program, device, inference) -> Fit:
+    """A user Program's run, rebound to ``program`` after checking it has the run's parameters
+    (names and shapes) and latent sites."""
+    from ppgen.inference import Result
+
+    from .program import Program
+
+    if not isinstance(program, Program):
+        raise CheckpointError(f"{path} holds the fit of a user Program, and run folders never store code: pass "
+                              f"the program, ppgen.load(path, program=ppgen.Program(model, guide, backend=...))")
+    if program.backend != config["backend"]:
+        raise CheckpointError(f"{path} was fitted in backend {config['backend']!r}; this Program is written for "
+                              f"{program.backend!r}")
+    alg = resolve_inference(inference) if inference is not None else inference_from_config(config["inference"])
+    groups = _read_groups(path)
+    device = _load_device(config["backend"], config.get("device", "cpu"), device, path)
+    shape = tuple(config.get("data", {}).get("shape") or ())
+    like = np.zeros((2,) + shape, dtype=np.float32)
+    structure = program.structure(like, device=device)
+    be = get_backend(program.backend)
+    kwargs = program.keywords(like, device=device)
+    skeleton = dict(be.program_params(program.call(program.model), kwargs))
+    if program.guide is not None:
+        skeleton.update(be.program_params(program.call(program.guide), kwargs))
+    if groups["params"]:
+        expected = {k: tuple(np.shape(v)) for k, v in be.flatten_params(skeleton).items()}
+        stored = {k: tuple(v.shape) for k, v in groups["params"].items()}
+        if set(expected) != set(stored):
+            raise CheckpointError(f"this Program's parameters {sorted(expected)[:8]} are not the run's "
+                                  f"{sorted(stored)[:8]}; pass the program {path} was fitted with")
+        wrong = [k for k in stored if stored[k] != expected[k]]
+        if wrong:
+            raise CheckpointError(f"parameter {wrong[0]!r} of this Program has shape {expected[wrong[0]]}, the run's "
+                                  f"{stored[wrong[0]]}; pass the program {path} was fitted with")
+    unknown = sorted(set(groups["posterior"]) - set(structure.global_latents) - set(structure.deterministic))
+    if unknown:
+        raise CheckpointError(f"the run has posterior draws of {unknown}, which this Program does not have as "
+                              f"global latents; pass the program {path} was fitted with")
+    result = Result(groups["params"], groups["posterior"] or None, groups["sample_stats"] or None)
+    history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
+    return Fit(program, alg, config["backend"], result, history, config, train=None, device=device)
 
 
 def _check_format(config, where: Path) -> None:

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
 from .config import Config
 from .errors import ConfigError
 
-__all__ = ["ModelSpec", "Program", "BuiltProgram", "FORMS"]
+__all__ = ["ModelSpec", "Program", "BuiltProgram", "FORMS", "ProgramStructure", "PROGRAM_KEYWORDS", "Bound"]
+
+#: the keywords ppgen calls a program with (a program names those it needs)
+PROGRAM_KEYWORDS = ("x", "index", "num_data")
 
 FORMS = ("latent", "marginal", "bayesian", "implicit")
 
@@ -150,12 +153,70 @@ class ModelSpec(Config):
         return {}
 
 
+class ProgramStructure(NamedTuple):
+    """What one run of a user's program shows (see :meth:`Program.structure`).
+
+    Attributes:
+        data_site: the observed site that receives ``x``.
+        observed: every observed site.
+        data_plates: ``{name: dim}`` of the plates around ``data_site`` that run over its rows.
+        global_latents: latent sites outside those plates (one value for the data set).
+        local_latents: latent sites inside them (one value per example, e.g. a VAE's ``z``).
+        deterministic: deterministic sites outside the data plates.
+        params: names of the model's and the guide's params.
+    """
+
+    data_site: str
+    observed: tuple
+    data_plates: dict
+    global_latents: tuple
+    local_latents: tuple
+    deterministic: tuple
+    params: tuple
+
+
+class Bound(NamedTuple):
+    """A fitted program's model and guide with the fitted parameters bound (``Fit.program``):
+    plain Pyro or NumPyro functions of the keywords ``x``, ``index``, ``num_data`` (those the
+    program names), to run with the framework's own tools (``Predictive``, ELBOs, handlers).
+    ``guide`` is None where the fit has no guide of its own."""
+
+    model: Callable
+    guide: Optional[Callable]
+    backend: str
+
+
+def _check_signature(fn, what: str) -> None:
+    params = inspect.signature(fn).parameters.values()
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in PROGRAM_KEYWORDS]
+    if required:
+        raise ConfigError(
+            f"Program {what} {getattr(fn, '__name__', fn)}({', '.join(inspect.signature(fn).parameters)}) needs "
+            f"{required}; ppgen calls a program with the keywords x (the minibatch of data), index (its row "
+            f"numbers) and num_data (the training-set size), each only if the signature names it. Rename "
+            f"{required[0]!r} to x, or give it a default")
+    if what == "model" and not takes_any and "x" not in inspect.signature(fn).parameters:
+        raise ConfigError(f"Program model {getattr(fn, '__name__', fn)} takes no argument x; ppgen passes the "
+                          f"data as x=, to be observed with obs=x")
+
+
 class Program:
     """A user's own probabilistic program: ``ppgen.Program(model=fn, guide=fn_or_None, backend=...)``.
 
     ``model`` and ``guide`` are ordinary Pyro or NumPyro functions. ppgen calls them with the
     keywords their signatures name among ``x`` (the minibatch), ``index`` (its row numbers) and
-    ``num_data`` (the training-set size).
+    ``num_data`` (the training-set size); ``Fit.sample`` calls the model with ``x=None``, so a
+    model that should draw new data sizes its data plate by ``num_data`` when ``x`` is None.
+
+    ppgen traces the program once before fitting (:meth:`structure`): the observed site that
+    receives ``x`` and the plates around it (the data plates) tell the global latents (outside)
+    from the per-example ones (inside). Global latents make the posterior; per-example latents
+    are drawn by the guide for given rows (``Fit.to_arviz(x=...)``) and integrated out by
+    importance sampling in ``Fit.log_likelihood``. Networks registered with ``pyro.module``,
+    ``numpyro.module``, ``flax_module``, ``eqx_module`` or ``nnx_module`` are parameters like any
+    other; a fit keeps them as a flat dict of dotted names (``"decoder$params.layers.0.weight"``).
 
     Args:
         model: the generative program; observed data must be a sample site with ``obs=x``.
@@ -192,6 +253,9 @@ class Program:
             raise ConfigError(f"Program(guide=...) must be a function or None; got {guide!r}")
         if backend not in BACKENDS:
             raise ConfigError(f"Program(backend={backend!r}) must be one of {list(BACKENDS)}")
+        _check_signature(model, "model")
+        if guide is not None:
+            _check_signature(guide, "guide")
         self.model, self.guide, self.backend, self.label = model, guide, backend, name
 
     @property
@@ -212,7 +276,177 @@ class Program:
             raise ConfigError(
                 f"this Program is written for backend={self.backend!r}; got backend={backend!r}. "
                 f"Pass backend={self.backend!r} to ppgen.fit")
-        return BuiltProgram(backend, self.model, self.guide, "user", None, int(data.shape[0]))
+        structure = self.structure(data, device=device)
+        return BuiltProgram(backend, self.model, self.guide, "user", None, int(data.shape[0]),
+                            extras={"structure": structure})
+
+    # ---- what the program is --------------------------------------------------------------
+    def keywords(self, x, num_data: Optional[int] = None, device: str = "cpu") -> dict:
+        """The keywords of a call on all rows of ``x`` (numpy): ``x`` as the backend's array,
+        ``index`` (0..N-1) and ``num_data`` (default: N)."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        xs = be.asarray(x, "float32", device)
+        n = int(xs.shape[0])
+        return {"x": xs, "index": be.ppl.index(np.arange(n), like=xs), "num_data": int(num_data or n)}
+
+    def call(self, fn: Callable) -> Callable:
+        """``fn`` as a function of the full keywords, called with those its signature names."""
+        params = inspect.signature(fn).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return fn
+
+        def called(**kw):
+            return fn(**{k: v for k, v in kw.items() if k in params})
+
+        called.__name__ = getattr(fn, "__name__", "program")
+        return called
+
+    def structure(self, data, device: str = "cpu") -> ProgramStructure:
+        """Run the model (and the guide) once on the first rows of ``data`` and say what they
+        hold; refuses, with the fix, a model without an observed site, a guide that misses a
+        latent of the model or names a site the model does not have."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        rows = np.asarray(data)[:min(len(data), 8)]
+        kwargs = self.keywords(rows, num_data=len(data), device=device)
+        model_sites = be.program_sites(self.call(self.model), kwargs)
+        observed = [s for s in model_sites if s.kind == "observed"]
+        if not observed:
+            raise ConfigError(f"Program model {getattr(self.model, '__name__', '')} has no observed site: nothing "
+                              f"ties it to the data. Observe the data with obs=x in the sample site of x")
+        data_site = next((s for s in observed if s.is_x), max(observed, key=lambda s: int(np.prod(s.shape or (1,)))))
+        data_plates = {name: dim for name, dim in data_site.plates}
+        latents = [s for s in model_sites if s.kind == "latent"]
+        local = tuple(s.name for s in latents if any(name in data_plates for name, _ in s.plates))
+        global_ = tuple(s.name for s in latents if s.name not in local)
+        deterministic = tuple(s.name for s in model_sites if s.kind == "deterministic"
+                              and not any(name in data_plates for name, _ in s.plates))
+        params = [s.name for s in model_sites if s.kind == "param"]
+        if self.guide is not None:
+            guide_sites = be.program_sites(self.call(self.guide), kwargs)
+            drawn = {s.name for s in guide_sites if s.kind == "latent"}
+            model_latents = {s.name for s in latents if not s.discrete}
+            unknown = sorted(drawn - {s.name for s in latents})
+            if unknown:
+                raise ConfigError(f"the guide draws {unknown}, which the model does not have (its latents: "
+                                  f"{sorted(s.name for s in latents)}); a guide's sites take the names of the "
+                                  f"model's latent sites")
+            missing = sorted(model_latents - drawn)
+            if missing:
+                raise ConfigError(f"the guide draws no {missing}, latent in the model: every continuous latent "
+                                  f"needs a site of that name in the guide (or pass guide=None for an automatic "
+                                  f"guide)")
+            params += [s.name for s in guide_sites if s.kind == "param" and s.name not in params]
+        return ProgramStructure(data_site.name, tuple(s.name for s in observed), data_plates, global_, local,
+                                deterministic, tuple(params))
+
+    def _nested(self, params: dict, kwargs: dict) -> dict:
+        """``params`` (flat, as a fit stores them) in the form the backend's program runs take."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        skeleton = dict(be.program_params(self.call(self.model), kwargs))
+        if self.guide is not None:
+            skeleton.update(be.program_params(self.call(self.guide), kwargs))
+        missing = sorted(k for k in be.flatten_params(skeleton) if k not in params)
+        if missing:
+            raise ConfigError(f"the program has parameters the fit does not: {missing[:5]}; rebind the code the "
+                              f"run was fitted with")
+        return be.nest_params(params, skeleton)
+
+    def bind(self, params: dict, data_shape: tuple = (), device: str = "cpu") -> Bound:
+        """The model and guide with ``params`` (flat, as a fit stores them) bound (see :class:`Bound`)."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        like = np.zeros((2,) + tuple(data_shape), dtype=np.float32)
+        nested = self._nested(params, self.keywords(like, device=device))
+        return Bound(be.bind_params(self.call(self.model), nested, device),
+                     None if self.guide is None else be.bind_params(self.call(self.guide), nested, device),
+                     self.backend)
+
+    def log_likelihood(self, params: dict, draws: Optional[dict], x, *, num_samples: Optional[int] = None,
+                       seed: int = 0, device: str = "cpu", structure: Optional[ProgramStructure] = None) -> np.ndarray:
+        """log p(x_n | θ) per draw and example, (S, N) (S = 1 for point estimates).
+
+        Exact where the program has no per-example latents; otherwise the importance-sampled
+        estimate log (1/K) Σ_k p(x_n, z_k | θ_k) / q(z_k | x_n) with the guide as proposal and
+        K = ``num_samples`` (default 1000), returned as one row (global latents the guide draws
+        are drawn with each z_k, so this averages over them too)."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        structure = structure or self.structure(x, device=device)
+        if structure.local_latents and self.guide is None:
+            raise ConfigError(
+                f"the model has per-example latents {list(structure.local_latents)} and no guide of its own: "
+                f"an automatic guide keeps one set of values per training row, so it cannot propose z for new "
+                f"rows. Write an amortised guide (z drawn from a network of x) and pass Program(model, guide)")
+        kwargs = self.keywords(x, device=device)
+        nested = self._nested(params, kwargs)
+        if structure.local_latents:
+            weights = be.program_log_weights(self.call(self.model), self.call(self.guide), nested, kwargs,
+                                             structure.data_plates, 1000 if num_samples is None else int(num_samples),
+                                             seed)
+            top = weights.max(0)
+            return (top + np.log(np.mean(np.exp(weights - top), axis=0)))[None]
+        if num_samples is not None:
+            raise ConfigError("this program has no per-example latents: its log-likelihood is exact; drop "
+                              "num_samples=")
+        keep = {k: v for k, v in (draws or {}).items() if k in structure.global_latents}
+        return be.program_conditioned_log_likelihood(self.call(self.model), keep, nested, kwargs,
+                                                     structure.data_plates)
+
+    def sample(self, params: dict, draws: Optional[dict], n: int, *, seed: int = 0, device: str = "cpu",
+               structure: Optional[ProgramStructure] = None, data_shape: tuple = ()) -> np.ndarray:
+        """``n`` draws of the data site from the model (prior predictive with the fitted
+        parameters, or one posterior draw per example): the model runs with ``x=None`` and
+        ``num_data=n`` (one run per draw, ``num_data=1``, for a posterior)."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        like = np.zeros((1,) + tuple(data_shape), dtype=np.float32)
+        nested = self._nested(params, self.keywords(like, device=device))
+        site = structure.data_site
+        fn = self.call(self.model)
+        try:
+            if draws:
+                total = next(iter(draws.values())).shape[0]
+                pick = np.random.default_rng(seed).integers(0, total, size=n)
+                keep = {k: v[pick] for k, v in draws.items() if k in structure.global_latents}
+                out = be.program_predictive(fn, keep, nested, {"x": None, "index": None, "num_data": 1}, site,
+                                            seed, device)
+            else:
+                out = be.program_predictive(fn, None, nested, {"x": None, "index": None, "num_data": int(n)}, site,
+                                            seed, device)
+        except (TypeError, AttributeError, ValueError, RuntimeError) as error:
+            raise ConfigError(f"sample() runs the model with x=None and num_data=n to draw its site "
+                              f"{site!r}; the model failed there ({type(error).__name__}: {error}). Let the model "
+                              f"draw x when x is None, sizing its data plate by num_data, e.g. "
+                              f"plate('data', num_data if x is None else x.shape[0])") from error
+        return np.asarray(out).reshape((n,) + tuple(data_shape))
+
+    def local_draws(self, params: dict, x, num: int, *, seed: int = 0, device: str = "cpu",
+                    structure: Optional[ProgramStructure] = None) -> dict:
+        """``num`` draws of the guide's per-example latents for the rows of ``x``: site ->
+        (num, N, ...), and ``log_likelihood`` (num, N): log p(x_n | z_n, θ) of each draw."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        if self.guide is None:
+            raise ConfigError("the model's per-example latents have no guide of their own to draw them for new rows "
+                              "(an automatic guide keeps one value per training row); pass Program(model, guide)")
+        kwargs = self.keywords(x, device=device)
+        nested = self._nested(params, kwargs)
+        names = tuple(structure.local_latents) + tuple(structure.global_latents)
+        drawn = be.program_predictive(self.call(self.guide), None, nested, kwargs, names, seed, device, num_runs=num)
+        local = {k: drawn[k] for k in structure.local_latents}
+        log_lik = be.program_conditioned_log_likelihood(self.call(self.model), drawn, nested, kwargs,
+                                                        structure.data_plates)
+        return {"latents": local, "log_likelihood": log_lik}
 
     def to_config(self) -> dict:
         return {"kind": "model", "name": "program", "options": {"name": self.label,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+from typing import NamedTuple, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["BACKENDS", "get_backend", "Backend", "training", "is_training", "check_device"]
+__all__ = ["BACKENDS", "get_backend", "Backend", "training", "is_training", "check_device", "Site"]
 
 BACKENDS = ("pyro", "numpyro")
 _CACHE: dict = {}
@@ -37,6 +38,41 @@ def training(on: bool = True):
 def is_training() -> bool:
     """Whether the code runs inside :func:`training` (see there)."""
     return _TRAINING[-1]
+
+
+class Site(NamedTuple):
+    """One site of a traced program, as both backends report it (:meth:`Backend.program_sites`).
+
+    Attributes:
+        name: the site's name.
+        kind: ``"latent"``, ``"observed"``, ``"param"`` or ``"deterministic"`` (a plate's
+            subsample index is never a site here).
+        plates: ``(name, dim)`` of each plate around it.
+        shape: the shape of its value (for a param holding a pytree: None).
+        discrete: a latent or observed site with a discrete support.
+        is_x: an observed site whose value is the ``x`` the program was called with.
+    """
+
+    name: str
+    kind: str
+    plates: tuple
+    shape: Optional[tuple]
+    discrete: bool = False
+    is_x: bool = False
+
+
+def per_example(xp, lp, dim: int, n: int):
+    """A site's log-density ``lp`` summed to one value per example of the plate at ``dim``
+    (negative, as plates count it) of size ``n``: the other batch axes are summed."""
+    missing = -dim - lp.ndim
+    if missing > 0:
+        lp = lp.reshape((1,) * missing + tuple(lp.shape))
+    axis = lp.ndim + dim
+    shape = list(lp.shape)
+    shape[axis] = n
+    lp = xp.broadcast_to(lp, tuple(shape))
+    lp = xp.moveaxis(lp, axis, 0)
+    return lp.reshape(n, -1).sum(-1)
 
 
 def check_device(device) -> str:

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
-from . import Backend, add_log_weight_term, finish_log_weights
+from typing import Optional
+
+from . import Backend, Site, add_log_weight_term, finish_log_weights, per_example
 
 
 class _NumPyroPPL:
@@ -97,28 +99,6 @@ def precise():
     return jax.enable_x64(True)
 
 
-def log_likelihood(model, draws: dict, params: dict, x, device="cpu") -> np.ndarray:
-    """log p(x_n | draw s) summed over observed sites, shape (S, N), for a user program."""
-    with BACKEND.placed(device):
-        return _log_likelihood_here(model, draws, params, x)
-
-
-def _log_likelihood_here(model, draws: dict, params: dict, x) -> np.ndarray:
-    from numpyro import handlers
-    from numpyro.infer.util import log_likelihood as _log_likelihood
-
-    fn = handlers.substitute(model, data={k: jnp.asarray(v) for k, v in params.items()}) if params else model
-    xs = jnp.asarray(np.asarray(x, dtype=np.float32))
-    if not draws:
-        sites = trace(fn, 0, x=xs)
-        out = [site["fn"].log_prob(site["value"]) for site in sites.values() if site["is_observed"]]
-        total = sum(o.reshape(o.shape[0], -1).sum(-1) if o.ndim else o for o in out)
-        return np.asarray(total)[None]
-    per_site = _log_likelihood(fn, {k: jnp.asarray(v) for k, v in draws.items()}, x=xs)
-    total = sum(v.reshape(v.shape[0], v.shape[1], -1).sum(-1) if v.ndim > 2 else v for v in per_site.values())
-    return np.asarray(total)
-
-
 def _site_terms(trace, sign: float, terms: dict) -> None:
     for site in trace.values():
         if site["type"] != "sample":
@@ -195,6 +175,185 @@ def _run_with_params_here(fn, params: dict, seed: int, device, num_particles, di
     return {name: site for name, site in tr.items() if site["type"] == "sample"}
 
 
+def flatten_params(params: dict) -> dict:
+    """Parameters by name as numpy arrays; a param holding a pytree (``numpyro.module``,
+    ``flax_module``, ``eqx_module``, ``nnx_module``) becomes one array per leaf, named
+    ``"<site>.<path>"`` by its keys, attributes and positions (stable across runs)."""
+    flat = {}
+    for name, value in params.items():
+        leaves = jax.tree_util.tree_flatten_with_path(value)[0]
+        if len(leaves) == 1 and not leaves[0][0]:
+            flat[name] = np.asarray(value)
+            continue
+        for path, leaf in leaves:
+            flat[f"{name}.{_path_name(path)}"] = np.asarray(leaf)
+    return flat
+
+
+def _path_name(path) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return ".".join(parts)
+
+
+def nest_params(flat: dict, skeleton: dict) -> dict:
+    """The inverse of :func:`flatten_params`: ``skeleton`` (params by name, as a program
+    initialises them) gives each pytree's structure, ``flat`` the values."""
+    out = {}
+    for name, value in skeleton.items():
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(value)
+        if len(leaves) == 1 and not leaves[0][0]:
+            out[name] = jnp.asarray(flat[name])
+            continue
+        out[name] = jax.tree_util.tree_unflatten(
+            treedef, [jnp.asarray(flat[f"{name}.{_path_name(path)}"]) for path, _ in leaves])
+    return out
+
+
+def program_params(fn, kwargs: dict, seed: int = 0) -> dict:
+    """The params ``fn(**kwargs)`` initialises, by site (values as the program makes them)."""
+    from numpyro import handlers
+
+    tr = handlers.trace(handlers.seed(fn, rng_seed=int(seed))).get_trace(**kwargs)
+    return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
+
+
+def program_sites(fn, kwargs: dict, params: Optional[dict] = None, seed: int = 0) -> list:
+    """The sites of one run of ``fn(**kwargs)`` (a :class:`ppgen.backends.Site` each), with
+    ``params`` (nested, see :func:`nest_params`) substituted when given."""
+    from numpyro import handlers
+
+    run = handlers.substitute(fn, data=params) if params else fn
+    tr = handlers.trace(handlers.seed(run, rng_seed=int(seed))).get_trace(**kwargs)
+    x = kwargs.get("x")
+    sites = []
+    for name, site in tr.items():
+        if site["type"] == "param":
+            value = site["value"]
+            sites.append(Site(name, "param", (), tuple(value.shape) if hasattr(value, "shape") else None))
+        elif site["type"] == "deterministic":
+            sites.append(Site(name, "deterministic", _plates(site), tuple(jnp.shape(site["value"]))))
+        elif site["type"] == "sample":
+            discrete = bool(getattr(site["fn"].support, "is_discrete", False))
+            sites.append(Site(name, "observed" if site["is_observed"] else "latent", _plates(site),
+                              tuple(jnp.shape(site["value"])), discrete,
+                              site["is_observed"] and site["value"] is x))
+    return sites
+
+
+def _plates(site) -> tuple:
+    return tuple((f.name, f.dim) for f in site.get("cond_indep_stack", ()))
+
+
+def _per_example_terms(trace, plates: dict, n: int, observed_only: bool = False):
+    total = jnp.zeros(n)
+    for site in trace.values():
+        if site["type"] != "sample" or (observed_only and not site["is_observed"]):
+            continue
+        dims = [f.dim for f in site.get("cond_indep_stack", ()) if f.name in plates]
+        if not dims:
+            continue
+        lp = site["fn"].log_prob(site["value"])
+        if site.get("mask") is not None:
+            lp = jnp.where(site["mask"], lp, 0.0)
+        total = total + per_example(jnp, lp, dims[0], n)
+    return total
+
+
+#: particles per compiled call of :func:`program_log_weights` (bounds its memory)
+PARTICLE_CHUNK = 100
+
+
+def program_log_weights(model, guide, params: dict, kwargs: dict, plates: dict, num_samples: int,
+                        seed: int = 0) -> np.ndarray:
+    """NumPyro twin of the pyro backend's ``program_log_weights`` (``params`` nested); the
+    particles run vectorised, :data:`PARTICLE_CHUNK` per compiled call."""
+    from numpyro import handlers
+
+    arrays = {k: v for k, v in kwargs.items() if hasattr(v, "shape")}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+    n = int(kwargs["x"].shape[0])
+
+    def one(p, arr, key):
+        guide_key, model_key = jax.random.split(key)
+        kw = dict(arr, **static)
+        m = handlers.substitute(model, data=p)
+        if guide is None:
+            tr = handlers.trace(handlers.seed(m, model_key)).get_trace(**kw)
+            return _per_example_terms(tr, plates, n, True)
+        g = handlers.substitute(guide, data=p)
+        guide_trace = handlers.trace(handlers.seed(g, guide_key)).get_trace(**kw)
+        model_trace = handlers.trace(handlers.replay(handlers.seed(m, model_key), guide_trace)).get_trace(**kw)
+        return _per_example_terms(model_trace, plates, n) - _per_example_terms(guide_trace, plates, n)
+
+    run = jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
+    keys = jax.random.split(jax.random.PRNGKey(int(seed)), num_samples)
+    chunks = [np.asarray(run(params, arrays, keys[i:i + PARTICLE_CHUNK]), dtype=np.float64)
+              for i in range(0, num_samples, PARTICLE_CHUNK)]
+    return np.concatenate(chunks)
+
+
+def program_conditioned_log_likelihood(model, draws: dict, params: dict, kwargs: dict, plates: dict) -> np.ndarray:
+    """log p(x_n | θ_s) per draw s of ``draws`` (site -> (S, ...)) and example n: (S, N)."""
+    from numpyro import handlers
+
+    arrays = {k: v for k, v in kwargs.items() if hasattr(v, "shape")}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+    n = int(kwargs["x"].shape[0])
+
+    def one(p, arr, draw):
+        fn = handlers.condition(handlers.substitute(model, data=p), data=draw)
+        tr = handlers.trace(handlers.seed(fn, 0)).get_trace(**dict(arr, **static))
+        return _per_example_terms(tr, plates, n, True)
+
+    if not draws:
+        return np.asarray(jax.jit(one)(params, arrays, {}), dtype=np.float64)[None]
+    draws = {k: jnp.asarray(v) for k, v in draws.items()}
+    return np.asarray(jax.jit(jax.vmap(one, in_axes=(None, None, 0)))(params, arrays, draws), dtype=np.float64)
+
+
+def program_predictive(model, draws: Optional[dict], params: dict, kwargs: dict, sites,
+                       seed: int = 0, device="cpu", num_runs: Optional[int] = None):
+    """Draws of ``sites`` (a name, or a tuple of names for a dict) from ``model(**kwargs)`` with
+    ``params``: one run; or one run per posterior draw in ``draws`` (site -> (S, ...)); or
+    ``num_runs`` runs; stacked (S, ...) in the last two cases."""
+    from numpyro import handlers
+
+    names = (sites,) if isinstance(sites, str) else tuple(sites)
+
+    def one(draw, key):
+        fn = handlers.substitute(model, data=params)
+        if draw:
+            fn = handlers.condition(fn, data=draw)
+        tr = handlers.trace(handlers.seed(fn, key)).get_trace(**kwargs)
+        return {name: tr[name]["value"] for name in names}
+
+    with BACKEND.placed(device):
+        key = jax.random.PRNGKey(int(seed))
+        if draws:
+            draws = {k: jnp.asarray(v) for k, v in draws.items()}
+            out = jax.vmap(one)(draws, jax.random.split(key, next(iter(draws.values())).shape[0]))
+        elif num_runs:
+            out = jax.vmap(lambda k: one({}, k))(jax.random.split(key, num_runs))
+        else:
+            out = one({}, key)
+    out = {name: np.asarray(v) for name, v in out.items()}
+    return out[sites] if isinstance(sites, str) else out
+
+
+def bind_params(fn, params: dict, device="cpu"):
+    """``fn`` with ``params`` (nested, see :func:`nest_params`) substituted for its params."""
+    from numpyro import handlers
+
+    return handlers.substitute(fn, data=params)
+
+
 class NumPyroBackend(Backend):
     """The numpyro backend: devices, arrays, RNG, tracing and the `ppl` facade."""
 
@@ -202,10 +361,17 @@ class NumPyroBackend(Backend):
     ppl = PPL
     trace = staticmethod(trace)
     precise = staticmethod(precise)
-    log_likelihood = staticmethod(log_likelihood)
     log_weights = staticmethod(log_weights)
     importance_log_weights = staticmethod(importance_log_weights)
     run_with_params = staticmethod(run_with_params)
+    program_sites = staticmethod(program_sites)
+    program_params = staticmethod(program_params)
+    bind_params = staticmethod(bind_params)
+    program_log_weights = staticmethod(program_log_weights)
+    program_conditioned_log_likelihood = staticmethod(program_conditioned_log_likelihood)
+    program_predictive = staticmethod(program_predictive)
+    flatten_params = staticmethod(flatten_params)
+    nest_params = staticmethod(nest_params)
     xp = jnp
 
     def setup(self, device: str = "cpu"):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from . import Backend, add_log_weight_term, finish_log_weights
+from . import Backend, Site, add_log_weight_term, finish_log_weights, per_example
 
 _THREADS_SET = False
 
@@ -101,30 +102,6 @@ def trace(fn, seed: int = 0, **kwargs) -> dict:
 def precise():
     """Context for float64 work (a no-op for torch: dtypes are per tensor)."""
     return contextlib.nullcontext()
-
-
-def log_likelihood(model, draws: dict, params: dict, x, device="cpu") -> np.ndarray:
-    """log p(x_n | draw s) summed over observed sites, shape (S, N), for a user program."""
-    import pyro
-    from pyro import poutine
-
-    dev = BACKEND.device(device)
-    xs = torch.as_tensor(np.asarray(x, dtype=np.float32), device=dev)
-    num = next(iter(draws.values())).shape[0] if draws else 1
-    rows = []
-    with pyro.get_param_store().scope() as _scope, torch.no_grad():
-        for name, value in params.items():
-            pyro.param(name, torch.as_tensor(value, device=dev))
-        for s in range(num):
-            values = {k: torch.as_tensor(v[s], device=dev) for k, v in draws.items()}
-            tr = poutine.trace(poutine.condition(model, values)).get_trace(x=xs)
-            total = 0.0
-            for name, site in tr.nodes.items():  # the data's sites, not the conditioned latents
-                if site["type"] == "sample" and site["is_observed"] and name not in values:
-                    lp = site["fn"].log_prob(site["value"])
-                    total = total + lp.reshape(lp.shape[0], -1).sum(-1) if lp.dim() else total + lp
-            rows.append(total.cpu().numpy() if torch.is_tensor(total) else np.asarray(total))
-    return np.stack(rows)
 
 
 def _is_plate_site(site) -> bool:
@@ -279,6 +256,176 @@ def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=Non
     return {name: site for name, site in tr.nodes.items() if site["type"] == "sample" and not _is_plate_site(site)}
 
 
+@contextlib.contextmanager
+def program_store(params: dict, fns, kwargs: dict, device="cpu"):
+    """A private param store holding ``params`` for a user program's functions ``fns``.
+
+    Each function runs once first, so that the parameters it registers exist; a
+    ``pyro.module``'s parameters are then the module's own tensors, which take the values in
+    place (``pyro.module`` reads its module, not the store, unless ``update_module_params``):
+    a freshly built program computes with the fitted weights, as after ``load_state_dict``."""
+    import pyro
+    from pyro import poutine
+
+    device = torch.device(device)
+    with pyro.get_param_store().scope():
+        store = pyro.get_param_store()
+        with _fork_rng(device), torch.no_grad(), poutine.block():  # unseen by the caller's handlers
+            for fn in fns:
+                poutine.trace(fn).get_trace(**kwargs)
+            for name, value in params.items():
+                value = torch.as_tensor(np.asarray(value), device=device)
+                if name in store and "$$$" in name:
+                    pyro.param(name).data.copy_(value)
+                else:
+                    store[name] = value
+        yield
+
+
+def program_sites(fn, kwargs: dict, params: Optional[dict] = None, seed: int = 0) -> list:
+    """The sites of one run of ``fn(**kwargs)`` (a :class:`ppgen.backends.Site` each), with
+    ``params`` in a private param store (None: the program initialises its own there)."""
+    import pyro
+    from pyro import poutine
+
+    x = kwargs.get("x")
+    device = x.device if torch.is_tensor(x) else torch.device("cpu")
+    store = params_in_store(params, device) if params is not None else pyro.get_param_store().scope()
+    with store, _fork_rng(device), torch.no_grad():
+        torch.manual_seed(int(seed))
+        tr = poutine.trace(fn).get_trace(**kwargs)
+    sites = []
+    for name, site in tr.nodes.items():
+        if site["type"] == "param":
+            sites.append(Site(name, "param", (), tuple(site["value"].shape)))
+        elif site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample":
+            plates = tuple((f.name, f.dim) for f in site["cond_indep_stack"] if f.vectorized)
+            if site["infer"].get("_deterministic", False):
+                sites.append(Site(name, "deterministic", plates, tuple(site["value"].shape)))
+                continue
+            kind = "observed" if site["is_observed"] else "latent"
+            discrete = bool(getattr(site["fn"].support, "is_discrete", False))
+            sites.append(Site(name, kind, plates, tuple(site["value"].shape), discrete,
+                              site["is_observed"] and site["value"] is x))
+    return sites
+
+
+def flatten_params(params: dict) -> dict:
+    """Parameters by name as numpy arrays (Pyro's are flat already: a ``pyro.module``'s are
+    ``"<module>$$$<parameter path>"``)."""
+    return {name: np.asarray(BACKEND.to_numpy(v)) for name, v in params.items()}
+
+
+def nest_params(flat: dict, skeleton: dict) -> dict:
+    """The parameters ``skeleton`` names, from ``flat`` (the twin of the NumPyro backend's)."""
+    return {name: flat[name] for name in skeleton}
+
+
+def program_params(fn, kwargs: dict, seed: int = 0) -> dict:
+    """The params ``fn(**kwargs)`` initialises, by name, as numpy arrays (in a private store)."""
+    import pyro
+    from pyro import poutine
+
+    x = kwargs.get("x")
+    device = x.device if torch.is_tensor(x) else torch.device("cpu")
+    with pyro.get_param_store().scope(), _fork_rng(device), torch.no_grad():
+        torch.manual_seed(int(seed))
+        tr = poutine.trace(fn).get_trace(**kwargs)
+    return {name: site["value"].detach().cpu().numpy() for name, site in tr.nodes.items() if site["type"] == "param"}
+
+
+def _per_example_terms(trace, plates: dict, n: int, observed_only: bool = False):
+    """Σ over the sample sites inside a data plate (``plates``: name -> dim) of their
+    log-density, one value per example (n,)."""
+    total = torch.zeros(n, dtype=torch.float64)
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or _is_plate_site(site) or (observed_only and not site["is_observed"]):
+            continue
+        dims = [f.dim for f in site["cond_indep_stack"] if f.name in plates]
+        if not dims:
+            continue
+        lp = site["fn"].log_prob(site["value"])
+        if site["mask"] is not None and site["mask"] is not True:
+            lp = torch.where(torch.as_tensor(site["mask"], device=lp.device), lp, lp.new_zeros(()))
+        total = total + per_example(torch, lp, dims[0], n).double().cpu()
+    return total
+
+
+def program_log_weights(model, guide, params: dict, kwargs: dict, plates: dict, num_samples: int,
+                        seed: int = 0) -> np.ndarray:
+    """log p(x_n, z_n | θ) − log q(z_n | x_n) for ``num_samples`` guide draws, per example:
+    (num_samples, N) float64. Only the sites inside a data plate (``plates``: name -> dim) count,
+    so a global latent drawn by the guide is a draw θ_k, not a term; without a guide (no
+    per-example latents) each row is log p(x_n | θ)."""
+    from pyro import poutine
+
+    x = kwargs["x"]
+    n = int(x.shape[0])
+    rows = []
+    fns = (model,) if guide is None else (model, guide)
+    with program_store(params, fns, kwargs, x.device), _fork_rng(x.device), torch.no_grad():
+        torch.manual_seed(int(seed))
+        for _ in range(num_samples):
+            if guide is None:
+                rows.append(_per_example_terms(poutine.trace(model).get_trace(**kwargs), plates, n, True))
+                continue
+            guide_trace = poutine.trace(guide).get_trace(**kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
+            rows.append(_per_example_terms(model_trace, plates, n) - _per_example_terms(guide_trace, plates, n))
+    return torch.stack(rows).numpy()
+
+
+def program_conditioned_log_likelihood(model, draws: dict, params: dict, kwargs: dict, plates: dict) -> np.ndarray:
+    """log p(x_n | θ_s) per draw s of ``draws`` (site -> (S, ...)) and example n: (S, N)."""
+    from pyro import poutine
+
+    x = kwargs["x"]
+    n = int(x.shape[0])
+    num = next(iter(draws.values())).shape[0] if draws else 1
+    rows = []
+    with program_store(params, (model,), kwargs, x.device), torch.no_grad():
+        for s in range(num):
+            values = {k: torch.as_tensor(np.asarray(v[s]), device=x.device) for k, v in draws.items()}
+            tr = poutine.trace(poutine.condition(model, values)).get_trace(**kwargs)
+            rows.append(_per_example_terms(tr, plates, n, True))
+    return torch.stack(rows).numpy()
+
+
+def program_predictive(model, draws: Optional[dict], params: dict, kwargs: dict, sites,
+                       seed: int = 0, device="cpu", num_runs: Optional[int] = None):
+    """Draws of ``sites`` (a name, or a tuple of names for a dict) from ``model(**kwargs)`` with
+    ``params``: one run; or one run per posterior draw in ``draws`` (site -> (S, ...)); or
+    ``num_runs`` runs; stacked (S, ...) in the last two cases."""
+    from pyro import poutine
+
+    device = BACKEND.device(device)
+    runs = range(next(iter(draws.values())).shape[0]) if draws else range(num_runs or 1)
+    names = (sites,) if isinstance(sites, str) else tuple(sites)
+    out: dict = {name: [] for name in names}
+    with program_store(params, (model,), kwargs, device), _fork_rng(device), torch.no_grad():
+        torch.manual_seed(int(seed))
+        for s in runs:
+            fn = model if not draws else poutine.condition(
+                model, {k: torch.as_tensor(np.asarray(v[s]), device=device) for k, v in draws.items()})
+            tr = poutine.trace(fn).get_trace(**kwargs)
+            for name in names:
+                out[name].append(tr.nodes[name]["value"].cpu().numpy())
+    stacked = {name: np.stack(v) if (draws or num_runs) else v[0] for name, v in out.items()}
+    return stacked[sites] if isinstance(sites, str) else stacked
+
+
+def bind_params(fn, params: dict, device="cpu"):
+    """``fn`` running with ``params`` (numpy, by name) in a private param store."""
+    device = BACKEND.device(device)
+
+    def bound(*args, **kwargs):
+        with program_store(params, (fn,), kwargs, device):
+            return fn(*args, **kwargs)
+
+    bound.__name__ = getattr(fn, "__name__", "program")
+    return bound
+
+
 class PyroBackend(Backend):
     """The pyro backend: devices, arrays, RNG, tracing and the `ppl` facade."""
 
@@ -286,12 +433,19 @@ class PyroBackend(Backend):
     ppl = PPL
     trace = staticmethod(trace)
     precise = staticmethod(precise)
-    log_likelihood = staticmethod(log_likelihood)
     log_weights = staticmethod(log_weights)
     importance_log_weights = staticmethod(importance_log_weights)
     all_reparameterized = staticmethod(all_reparameterized)
     reparam_elbo_loss = staticmethod(reparam_elbo_loss)
     run_with_params = staticmethod(run_with_params)
+    program_sites = staticmethod(program_sites)
+    program_log_weights = staticmethod(program_log_weights)
+    program_conditioned_log_likelihood = staticmethod(program_conditioned_log_likelihood)
+    program_predictive = staticmethod(program_predictive)
+    program_params = staticmethod(program_params)
+    bind_params = staticmethod(bind_params)
+    flatten_params = staticmethod(flatten_params)
+    nest_params = staticmethod(nest_params)
     xp = torch
 
     def setup(self, device: str = "cpu") -> torch.device:
