@@ -9,6 +9,21 @@ import os
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
 
+
+def _pin_worker_to_a_core() -> None:
+    """Under pytest-xdist, each worker runs on a core of its own. XLA's CPU runtime spreads one
+    step of a small program over every core it sees, even with single-threaded Eigen kernels, so
+    two workers that both run JAX fought over both cores (the NumPyro PPCA NUTS test took 213 s
+    beside another worker against 37 s alone). Torch already runs one thread (PPGEN_NUM_THREADS)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if worker.startswith("gw") and worker[2:].isdigit() and 1 < count <= len(cores):
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+
+
+_pin_worker_to_a_core()
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
