@@ -946,9 +946,7 @@ def _load_program(path: Path, config: dict, program, device, inference) -> Fit:
     structure = program.structure(like, device=device)
     be = get_backend(program.backend)
     kwargs = program.keywords(like, device=device)
-    skeleton = dict(be.program_params(program.call(program.model), kwargs))
-    if program.guide is not None:
-        skeleton.update(be.program_params(program.call(program.guide), kwargs))
+    skeleton = program.initial_params(kwargs)
     if groups["params"]:
         expected = {k: tuple(np.shape(v)) for k, v in be.flatten_params(skeleton).items()}
         stored = {k: tuple(v.shape) for k, v in groups["params"].items()}

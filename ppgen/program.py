@@ -81,10 +81,22 @@ class BuiltProgram:
 
     def call_args(self, fn: Callable, batch: dict) -> dict:
         """The subset of ``batch`` that ``fn`` accepts (all of it if it takes ``**kwargs``)."""
-        params = inspect.signature(fn).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return dict(batch)
-        return {k: v for k, v in batch.items() if k in params}
+        return accepted_keywords(fn, batch)
+
+
+def accepted_names(fn: Callable) -> Optional[frozenset]:
+    """The keyword names ``fn`` accepts, or None when it takes ``**kwargs`` (any name)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(params)
+
+
+def accepted_keywords(fn: Callable, kwargs: dict, names: Optional[frozenset] = None) -> dict:
+    """The subset of ``kwargs`` that ``fn`` accepts (all of it if it takes ``**kwargs``);
+    ``names``: :func:`accepted_names` of ``fn``, when already known."""
+    names = accepted_names(fn) if names is None else names
+    return dict(kwargs) if names is None else {k: v for k, v in kwargs.items() if k in names}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,12 +305,12 @@ class Program:
 
     def call(self, fn: Callable) -> Callable:
         """``fn`` as a function of the full keywords, called with those its signature names."""
-        params = inspect.signature(fn).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names = accepted_names(fn)
+        if names is None:
             return fn
 
         def called(**kw):
-            return fn(**{k: v for k, v in kw.items() if k in params})
+            return fn(**accepted_keywords(fn, kw, names))
 
         called.__name__ = getattr(fn, "__name__", "program")
         return called
@@ -343,14 +355,23 @@ class Program:
         return ProgramStructure(data_site.name, tuple(s.name for s in observed), data_plates, global_, local,
                                 deterministic, tuple(params))
 
+    def initial_params(self, kwargs: dict) -> dict:
+        """The params the model and the guide initialise on a call with ``kwargs``, by site (a
+        network's as the pytree its module registers)."""
+        from .backends import get_backend
+
+        be = get_backend(self.backend)
+        params = dict(be.program_params(self.call(self.model), kwargs))
+        if self.guide is not None:
+            params.update(be.program_params(self.call(self.guide), kwargs))
+        return params
+
     def _nested(self, params: dict, kwargs: dict) -> dict:
         """``params`` (flat, as a fit stores them) in the form the backend's program runs take."""
         from .backends import get_backend
 
         be = get_backend(self.backend)
-        skeleton = dict(be.program_params(self.call(self.model), kwargs))
-        if self.guide is not None:
-            skeleton.update(be.program_params(self.call(self.guide), kwargs))
+        skeleton = self.initial_params(kwargs)
         missing = sorted(k for k in be.flatten_params(skeleton) if k not in params)
         if missing:
             raise ConfigError(f"the program has parameters the fit does not: {missing[:5]}; rebind the code the "
