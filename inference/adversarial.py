@@ -323,13 +323,13 @@ class Adversarial(Inference):
     def resolve_for(self, model) -> "Adversarial":
         """A copy with every None filled in for ``model`` (loss, k, λ, learning rates, betas), so
         that the run's config records the settings it used."""
-        if not getattr(model, "has_discriminator", True):  # WAE-MMD: one player
+        if not model.has_discriminator:  # WAE-MMD: one player
             return dataclasses.replace(self, critic_steps=1, gradient_penalty=0.0,
                                        lr_generator=self.lr_generator or 1e-3,
                                        beta1=_given(self.beta1, 0.9), beta2=_given(self.beta2, 0.999))
-        loss = _loss_name(self.loss) if self.loss is not None else getattr(model, "default_adversarial_loss", "wgan-gp")
+        loss = _loss_name(self.loss) if self.loss is not None else model.default_adversarial_loss
         k, lr, betas = _DEFAULTS[loss]
-        k = max(k, getattr(model, "default_critic_steps", 1))  # a family may need a stronger critic (AAE: 2)
+        k = max(k, model.default_critic_steps)  # a family may need a stronger critic (AAE: 2)
         penalty = self.gradient_penalty if self.gradient_penalty is not None else (10.0 if loss == "wgan-gp" else 0.0)
         return dataclasses.replace(self, loss=loss, critic_steps=self.critic_steps or k,
                                    gradient_penalty=float(penalty),
@@ -344,10 +344,10 @@ class Adversarial(Inference):
 
     # ---- compatibility ---------------------------------------------------------------
     def form_for(self, model) -> str:
-        if model.family == "program" or "adversarial" not in getattr(model, "methods", ()):
+        if model.family == "program" or "adversarial" not in model.methods:
             self._refuse(model, "adversarial training fits implicit models (models.GAN, models.CGAN) and "
                                 "adversarial autoencoders (models.AAE)")
-        if not getattr(model, "has_discriminator", True) and self.loss is not None:
+        if not model.has_discriminator and self.loss is not None:
             raise ConfigError(f"Adversarial(loss={self.loss!r}): {type(model).__name__}(regularizer='mmd') is WAE-MMD, "
                               f"which has no discriminator; drop loss= or use regularizer='adversarial'")
         return "implicit"

@@ -69,8 +69,8 @@ class DiffusionLoss(Config):
         """The loss on one minibatch: ``program`` has ``.program`` (the BuiltProgram of a
         diffusion family); ``params``/``rng_key`` are given by the NumPyro backend."""
         built = program.program
-        spec = getattr(built, "spec", None)
-        if not getattr(spec, "diffusion", False):
+        spec = built.spec
+        if spec is None or not spec.diffusion:
             raise ConfigError(f"the diffusion loss {self.kind!r} needs a diffusion model (models.DDPM); got "
                               f"{type(spec).__name__}")
         x = batch["x"]

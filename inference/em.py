@@ -97,7 +97,7 @@ class EM(Inference):
         spec = program.spec
         with be.precise():
             x = be.asarray(program.precise_data(batch), "float64", batch["x"].device)
-            data = spec.em_data(be.xp, x) if hasattr(spec, "em_data") else x
+            data = spec.em_data(be.xp, x)
             params = spec.em_init(be.xp, x, seed, self.init_params, self.reg_covar)
         step = _compiled_step(program.backend, spec, self.reg_covar)
         return {"program": program, "x": x, "data": data, "params": params, "last": -math.inf,
@@ -111,8 +111,7 @@ class EM(Inference):
             mean_ll = float(mean_ll)
         if not math.isfinite(mean_ll):
             raise DataError(f"EM step {state['iteration'] + 1} of run {state['restart']} gave log-likelihood "
-                            f"{mean_ll}: " + getattr(program.spec, "em_failure_hint", "the parameters left "
-                                                     "their valid range; check the data for degenerate values"))
+                            f"{mean_ll}: " + program.spec.em_failure_hint)
         change = mean_ll - state["last"]
         iteration = state["iteration"] + 1
         converged = abs(change) < self.tol

@@ -171,15 +171,15 @@ class SVI(Inference):
                     f"SVI(guide={self.guide!r}) is a guide of ppgen's model families; a user Program "
                     f"brings its own guide, or uses guide='auto' or one of {list(GLOBAL_GUIDES)}")
             return "user"
-        local = getattr(model, "local_guides", ())
-        if self.elbo in DIFFUSION_LOSSES and not getattr(model, "diffusion", False):
+        local = model.local_guides
+        if self.elbo in DIFFUSION_LOSSES and not model.diffusion:
             self._refuse(model, f"elbo={self.elbo!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
                                 f"and {type(model).__name__} is not a diffusion model; use models.DDPM, or an ELBO "
                                 f"such as 'meanfield'")
-        refusal = getattr(model, "elbo_refusals", {}).get(self.elbo) if isinstance(self.elbo, str) else None
+        refusal = model.elbo_refusals.get(self.elbo) if isinstance(self.elbo, str) else None
         if refusal:
             raise ConfigError(f"SVI(elbo={self.elbo!r}) cannot fit {type(model).__name__}: {refusal}")
-        if getattr(model, "discrete_latents", ()):
+        if model.discrete_latents:
             # discrete per-example latents: enumerated (elbo="enum") or summed out, never guided
             if self.guide in LOCAL_GUIDES:
                 self._refuse(model, f"its discrete latents {list(model.discrete_latents)} are enumerated or "
@@ -202,11 +202,11 @@ class SVI(Inference):
     def guide_for(self, model) -> Optional[str]:
         if self.guide in LOCAL_GUIDES:
             return self.guide
-        local = getattr(model, "local_guides", ())
+        local = model.local_guides
         return local[0] if (self.guide == "auto" and local) else None
 
     def build_options(self, model) -> dict:
-        if self.elbo == "enum" and getattr(model, "discrete_latents", ()):
+        if self.elbo == "enum" and model.discrete_latents:
             return {"enumerate": True}
         return {}
 

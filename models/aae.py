@@ -119,6 +119,8 @@ class AAE(_ImplicitFamily):
     #: collapsed the codes of one seed onto an arc (energy distance 0.53; median 0.026), two gave
     #: median 0.012 and worst 0.072, at 2.4 nats more reconstruction (half the autoencoder updates)
     default_critic_steps: ClassVar[int] = 2
+    capabilities: ClassVar[frozenset] = frozenset({"sample", "encode", "decode", "reconstruct", "prior_sample",
+                                                   "arviz_groups"})
 
     # shared with the VAE family: likelihood checks, data checks, networks
     _validate_likelihood = _AmortizedFamily._validate_likelihood

@@ -308,6 +308,7 @@ class DDPM(ModelSpec):
     #: SVI's diffusion losses (inference/diffusion.py) serve this family
     diffusion: ClassVar[bool] = True
     estimated_likelihood: ClassVar[bool] = False
+    capabilities: ClassVar[frozenset] = frozenset({"sample", "log_likelihood", "bits_per_dim"})
 
     def _validate(self):
         self._require(self.timesteps >= 2, f"timesteps must be at least 2 (T=1 is a one-layer VAE with a fixed "

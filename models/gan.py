@@ -76,6 +76,10 @@ class _ImplicitFamily(ModelSpec):
                                 "closed_form": _IMPLICIT.format(what="maximise")}
     conditional: ClassVar[bool] = False
     has_discriminator: ClassVar[bool] = True
+    unsupported_hints: ClassVar[dict] = {
+        "log_likelihood": "it is an implicit model: it can be sampled but has no likelihood to evaluate. Judge "
+                          "its samples with ppgen.metrics: mode_coverage, energy_distance, conditional_accuracy, "
+                          "digits_frechet_distance"}
 
     def check_labels(self, labels, num: int, what: str = "labels"):
         from .vae import _AmortizedFamily
@@ -140,11 +144,6 @@ class _ImplicitFamily(ModelSpec):
                     return be.to_numpy(fn(be, ops, arrays)).astype(np.float32)
             return be.to_numpy(fn(be, ops, arrays)).astype(np.float32)
 
-    def log_likelihood(self, backend, params, x, **kwargs):
-        raise ConfigError(f"{type(self).__name__} is an implicit model: it can be sampled but has no likelihood "
-                          f"to evaluate. Judge its samples with ppgen.metrics: mode_coverage, energy_distance, "
-                          f"conditional_accuracy, digits_frechet_distance")
-
 
 @dataclasses.dataclass(frozen=True)
 class GAN(_ImplicitFamily):
@@ -180,6 +179,7 @@ class GAN(_ImplicitFamily):
 
     family: ClassVar[str] = "gan"
     default_adversarial_loss: ClassVar[str] = "wgan-gp"
+    capabilities: ClassVar[frozenset] = frozenset({"sample"})
 
     def _validate(self):
         self._require(self.data_dim >= 1, f"data_dim must be at least 1; got {self.data_dim}")

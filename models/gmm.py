@@ -158,6 +158,7 @@ class GMM(ModelSpec):
     #: discrete per-example latents (summed out by EM, enumerated by SVI(elbo="enum"))
     discrete_latents: ClassVar[tuple] = ("assignment",)
     local_guides: ClassVar[tuple] = ()
+    capabilities: ClassVar[frozenset] = frozenset({"sample", "log_likelihood", "covariances", "predict_proba"})
 
     @property
     def em_failure_hint(self) -> str:

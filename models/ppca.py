@@ -104,6 +104,7 @@ class PPCA(ModelSpec):
     forms: ClassVar[tuple] = ("marginal", "latent", "bayesian")
     methods: ClassVar[tuple] = ("closed_form", "em")
     local_guides: ClassVar[tuple] = ("amortized", "per_example")
+    capabilities: ClassVar[frozenset] = frozenset({"sample", "log_likelihood"})
 
     def _validate(self):
         self._require(self.data_dim >= 2, f"data_dim must be at least 2; got {self.data_dim}")

@@ -88,6 +88,8 @@ class _AmortizedFamily(ModelSpec):
     latent_site: ClassVar[str] = "z"
     #: log_likelihood is an estimate with ``num_samples`` (not exact)
     estimated_likelihood: ClassVar[bool] = True
+    capabilities: ClassVar[frozenset] = frozenset({"sample", "log_likelihood", "encode", "decode", "reconstruct",
+                                                   "posterior_draws", "elbo"})
 
     # ---- hyperparameter checks shared by the subclasses ----------------------------------
     def _validate_likelihood(self):

@@ -424,9 +424,9 @@ def _split_metrics(fit, x, labels=None, num_samples=None) -> dict:
 
     x = np.asarray(x)
     kwargs: dict = {}
-    if getattr(fit.model, "estimated_likelihood", False):
+    if fit.model.estimated_likelihood:
         kwargs["num_samples"] = num_samples or 1000
-    if getattr(fit.model, "conditional", False):
+    if fit.model.conditional:
         kwargs["labels"] = labels
     values = np.asarray(fit.log_likelihood(x, **kwargs), dtype=np.float64)
     n = int(values.shape[0])
@@ -477,7 +477,7 @@ def _write_chain(fit, out: Path, seed: int, columns: int = 11, **options):
     images (image data) or of scatter panels of 200 chains (2-D points); None otherwise."""
     from . import plots
 
-    if not getattr(fit.model, "diffusion", False):
+    if not fit.model.diffusion:
         return None
     meta = fit.config.get("data", {}) or {}
     shape = tuple(meta.get("shape") or ())
@@ -506,7 +506,7 @@ def _has_curves(history) -> bool:
 
 
 def _implicit(fit) -> bool:
-    return getattr(fit.model, "forms", ()) == ("implicit",)
+    return fit.model.forms == ("implicit",)
 
 
 def _sample_metrics(fit, x, labels, meta: dict, seed: int) -> dict:
@@ -519,8 +519,8 @@ def _sample_metrics(fit, x, labels, meta: dict, seed: int) -> dict:
     x = np.asarray(x)
     n = min(len(x), 2000)
     out: dict = {"num_examples": int(len(x))}
-    conditional = getattr(fit.model, "conditional", False)
-    if hasattr(fit.model, "prior_sample"):
+    conditional = fit.model.conditional
+    if fit.model.supports("prior_sample"):
         codes = fit.model.encode(fit.backend, fit.params, x[:n])
         out["latent_energy_distance"] = pm.energy_distance(codes, fit.model.prior_sample(n, seed))
     options = {"labels": np.asarray(labels)[:n]} if conditional else {}
@@ -557,7 +557,7 @@ def _aae_figure(fit, dataset, run_dir: Path, seed: int) -> list:
 def _sample_count(fit) -> int:
     """How many samples a grid shows: for a conditional model, a square of its classes (one
     class per column), else SAMPLE_COUNT."""
-    classes = getattr(fit.model, "num_classes", None) if getattr(fit.model, "conditional", False) else None
+    classes = getattr(fit.model, "num_classes", None) if fit.model.conditional else None
     return classes * classes if classes and classes <= 12 else SAMPLE_COUNT
 
 
@@ -577,9 +577,9 @@ def _after_fit(fit, dataset, run_dir: Path, seconds: float, seed: int,
     if _has_curves(fit.history):
         files.append(plots.curves(fit.history, run_dir / "curves.png",
                                   keys=_GAME_CURVES if _implicit(fit) else _CURVES))
-    if _implicit(fit) and hasattr(fit.model, "prior_sample"):
+    if _implicit(fit) and fit.model.supports("prior_sample"):
         files += _aae_figure(fit, dataset, run_dir, seed)
-    elif hasattr(fit.model, "reconstruct"):
+    elif fit.model.supports("reconstruct"):
         files += _latent_figures(fit, dataset, run_dir, seed)
     metrics: dict = {"fit_seconds": seconds, "data": _data_label(dataset.meta)}
     for split in splits:
@@ -605,7 +605,7 @@ def _latent_figures(fit, dataset, run_dir: Path, seed: int) -> list:
     split = "test" if dataset.test is not None else "train"
     x, labels = getattr(dataset, split)[:16], _split_labels(dataset, split)
     labels = labels[:16] if labels is not None else None
-    cond = {"labels": labels} if getattr(fit.model, "conditional", False) else {}
+    cond = {"labels": labels} if fit.model.conditional else {}
     files = [plots.image_rows([x, fit.reconstruct(x, seed=seed, **cond)], run_dir / "reconstructions.png",
                               shape, row_names=["data", "reconstruction"], title=f"{_title(fit)}: reconstructions")]
     size = fit.model._first_latent_dim
@@ -972,19 +972,19 @@ def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100, la
     from . import arviz as ppaz
     from .checkpoint import atomic_write_bytes
 
-    if fit.posterior is None and not hasattr(fit.model, "posterior_draws"):
+    if fit.posterior is None and not fit.model.supports("posterior_draws"):
         unknown = [n for n in (var_names or ()) if n not in fit.params]
         if unknown:
             raise ConfigError(f"this fit has no variable {unknown[0]!r}; it has {sorted(fit.params)}")
         table = point_estimate_table(fit.params, var_names)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        if hasattr(fit.model, "covariances") and x is not None and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
+        if fit.model.supports("covariances") and x is not None and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
             paths.append(_mixture_plot(fit, x, folder / "components.png"))
         csv = folder / "summary.csv"
         atomic_write_bytes(csv, table.to_csv().encode())
         return table, paths + [csv], list(table.index)
-    if hasattr(fit.model, "posterior_draws"):  # amortised latents: q(z|x) for a few examples
+    if fit.model.supports("posterior_draws"):  # amortised latents: q(z|x) for a few examples
         x = np.asarray(x)[:INSPECT_EXAMPLES]
         labels = None if labels is None else np.asarray(labels)[:INSPECT_EXAMPLES]
         idata = fit.to_arviz(x=x, labels=labels, num_predictive=num_predictive)
@@ -1002,7 +1002,7 @@ def _inspect(fit, x, folder: Path, var_names=None, num_predictive: int = 100, la
         idata = fit.to_arviz(x=x, num_predictive=num_predictive)
     table = ppaz.summary(idata, var_names=names)
     paths = ppaz.save_plots(idata, folder, names)
-    if hasattr(fit.model, "covariances") and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
+    if fit.model.supports("covariances") and np.asarray(x).reshape(len(x), -1).shape[1] >= 2:
         paths.append(_mixture_plot(fit, x, folder / "components.png"))
     csv = folder / "summary.csv"
     atomic_write_bytes(csv, table.to_csv().encode())
@@ -1047,11 +1047,11 @@ def _cmd_inspect(argv: list) -> int:
     fit = ppgen.load(run, device=args.device)
     dataset = _data_for_run(args, fit, run)
     table, paths, _ = _inspect(fit, dataset.train, run / "plots", args.vars, labels=_split_labels(dataset, "train"))
-    if hasattr(fit.model, "posterior_draws"):
+    if fit.model.supports("posterior_draws"):
         print(f"q(z|x) for the first {INSPECT_EXAMPLES} training examples ({_title(fit)})")
     elif fit.posterior is None:
         hint = (" Fit with NUTS or HMC (or SVI with a posterior guide) for posterior plots."
-                if "bayesian" in getattr(fit.model, "forms", ()) else "")
+                if "bayesian" in fit.model.forms else "")
         print(f"{fit.inference.title} gives a point estimate ({_title(fit)}): the parameters' values and spread, "
               f"networks by size.{hint}")
     else:

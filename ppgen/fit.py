@@ -262,7 +262,7 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
     if early_stopping is not None and early_stopping.restore_best and best["arrays"] is not None:
         state = alg.restore_state(state, *best["arrays"])
     result = alg.result(state, full_batch)
-    if result.posterior is not None and hasattr(spec, "relabel"):
+    if result.posterior is not None:
         result = result._replace(posterior=spec.relabel(result.posterior))
     out = Fit(spec, alg, backend, result, history, config, train=x, device=device, train_labels=y)
     if run_dir is not None:
@@ -305,11 +305,11 @@ def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: i
     of) the training data, on axes that stay the same from epoch to epoch."""
     from . import plots
 
-    if not hasattr(spec, "sample"):
+    if not spec.supports("sample"):
         return
     params = alg.result(state).params
     n = 64 if len(meta.get("shape") or ()) in (2, 3) else 1000
-    options = {"labels": np.arange(n) % spec.num_classes} if getattr(spec, "conditional", False) else {}
+    options = {"labels": np.arange(n) % spec.num_classes} if spec.conditional else {}
     x = np.asarray(spec.sample(backend, params, n, seed, device=device, **options))
     shape = list(meta.get("shape") or x.shape[1:])
     title = f"{spec.name} · epoch {epoch}"
@@ -339,7 +339,7 @@ def _make_batch(be, xs, index: np.ndarray, dev, ys=None) -> dict:
 
 def _labels(spec, dataset, split: str, num: int):
     """The split's labels for a conditional family (checked), else None."""
-    if not getattr(spec, "conditional", False):
+    if not spec.conditional:
         return None
     labels = getattr(dataset.labels, split) if dataset.labels is not None else None
     return spec.check_labels(labels, num, f"the {split} labels")
@@ -348,7 +348,7 @@ def _labels(spec, dataset, split: str, num: int):
 def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_val=None, device="cpu") -> float:
     if metric == "val_loss":
         return alg.evaluate(state, val_batch)
-    if not hasattr(spec, "log_likelihood"):
+    if not spec.supports("log_likelihood"):
         raise ConfigError("metric='val_log_likelihood' needs a family with a likelihood; use 'val_loss'")
     result = alg.result(state)
     params = result.params if result.posterior is None else {
@@ -358,7 +358,7 @@ def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_va
 
 
 def _mean_log_likelihood(spec, backend, params, is_draws: bool, x, y=None, device="cpu") -> np.ndarray:
-    if getattr(spec, "estimated_likelihood", False):  # importance sampling: enough to rank states
+    if spec.estimated_likelihood:  # importance sampling: enough to rank states
         return spec.log_likelihood(backend, params, x, num_samples=100, labels=y, device=device)
     ll = spec.log_likelihood(backend, params, x, device=device)
     return _log_mean_exp(ll) if is_draws else ll
@@ -592,7 +592,7 @@ class Fit:
         conditional model's labels.
         """
         x = self.model.check_data(x, "x")
-        if getattr(self.model, "estimated_likelihood", False):
+        if self.model.estimated_likelihood:
             ll = self.model.log_likelihood(self.backend, self.params, x,
                                            num_samples=1000 if num_samples is None else num_samples,
                                            seed=seed, labels=labels, device=self.device)
@@ -620,7 +620,7 @@ class Fit:
 
         The closed-form E-step under the fitted parameters; for a posterior, averaged over the
         draws (which ppgen relabels, so component k means the same thing in every draw)."""
-        if not hasattr(self.model, "predict_proba"):
+        if not self.model.supports("predict_proba"):
             raise ConfigError(f"{type(self.model).__name__} has no discrete assignments to predict; "
                               f"predict and predict_proba are for mixture models (gmm)")
         x = self.model.check_data(x, "x")
@@ -634,7 +634,7 @@ class Fit:
         if self.posterior is not None:
             raise ConfigError("BIC and AIC score a point estimate, and this fit is a posterior; compare "
                               "posterior fits with ppgen.compare([...]) (ArviZ LOO)")
-        if not hasattr(self.model, "num_parameters"):
+        if self.model.family == "program":
             raise ConfigError(f"{self.model.name} has no parameter count; BIC and AIC are not available")
         x = self._train if x is None else x
         if x is None:
@@ -689,7 +689,7 @@ class Fit:
                 raise ConfigError(f"sample(mean=True) applies to families with a decoder (VAE, CVAE, HVAE); "
                                   f"{type(self.model).__name__} samples are draws (drop mean=)")
             extra["mean"] = True
-        if getattr(self.model, "conditional", False):
+        if self.model.conditional:
             labels = np.arange(n) % self.model.num_classes if labels is None else labels
             out = self.model.sample(self.backend, self.params, int(n), seed, labels=labels, **extra)
             return out.reshape((n,) + self.data_shape)
@@ -706,7 +706,7 @@ class Fit:
 
     def bits_per_dim(self, x, *, seed: int = 0) -> np.ndarray:
         """−log₂ p(x) per value for discrete data (a DDPM's bound / (D ln 2)), per row."""
-        if not hasattr(self.model, "bits_per_dim"):
+        if not self.model.supports("bits_per_dim"):
             raise ConfigError(f"{type(self.model).__name__} reports nats (log_likelihood); bits per dimension is "
                               f"offered by models.DDPM on discrete data")
         return self.model.bits_per_dim(self.backend, self.params, self.model.check_data(x, "x"), seed=seed,
@@ -735,7 +735,7 @@ class Fit:
         """
         from . import arviz as ppaz
 
-        if hasattr(self.model, "arviz_groups"):  # implicit models with codes (AAE): aggregated posterior and prior
+        if self.model.supports("arviz_groups"):  # implicit models with codes (AAE): aggregated posterior and prior
             if x is None:
                 if self._train is None:
                     raise ConfigError("this fit holds no training data (it was loaded from disk); pass x=")
@@ -744,10 +744,10 @@ class Fit:
                                              device=self.device)
             dims = groups.pop("dims", None)
             return ppaz.build(**groups, model_name=self.model.name, dims=dims)
-        if getattr(self.model, "forms", ()) == ("implicit",):
+        if self.model.forms == ("implicit",):
             raise ConfigError(f"{type(self.model).__name__} is an implicit model: it has no posterior or likelihood "
                               f"for ArviZ. Draw samples with fit.sample(n) and score them with ppgen.metrics")
-        if hasattr(self.model, "posterior_draws"):
+        if self.model.supports("posterior_draws"):
             return self._local_arviz(x, labels, num_predictive or 100, seed, max_examples)
         if self.model.family == "program" and self.structure.local_latents:
             return self._program_local_arviz(x, num_predictive or 100, seed, max_examples)
@@ -810,9 +810,8 @@ class Fit:
                           model_name=self.model.name, dims=dims)
 
     def _family_method(self, name: str, what: str):
-        if not hasattr(self.model, name):
-            raise ConfigError(f"{type(self.model).__name__} has no encoder/decoder; {what} is for the VAE-like "
-                              f"families (vae, cvae, hvae)")
+        if not self.model.supports(name):
+            self.model.unsupported(name)
         return getattr(self.model, name)
 
     def encode(self, x, *, labels=None) -> tuple:

@@ -33,7 +33,7 @@ import numpy as np
 from .config import Config
 from .errors import ConfigError
 
-__all__ = ["ModelSpec", "Program", "BuiltProgram", "FORMS", "ProgramStructure", "PROGRAM_KEYWORDS", "Bound"]
+__all__ = ["ModelSpec", "CAPABILITIES", "Program", "BuiltProgram", "FORMS", "ProgramStructure", "PROGRAM_KEYWORDS", "Bound"]
 
 #: the keywords ppgen calls a program with (a program names those it needs)
 PROGRAM_KEYWORDS = ("x", "index", "num_data")
@@ -99,18 +99,126 @@ def accepted_keywords(fn: Callable, kwargs: dict, names: Optional[frozenset] = N
     return dict(kwargs) if names is None else {k: v for k, v in kwargs.items() if k in names}
 
 
+#: What a family's spec may compute beyond building programs, each the name of a
+#: :class:`ModelSpec` method. A family lists those it provides in ``capabilities``; the fit
+#: loop, the CLI, the run report and the ArviZ export ask :meth:`ModelSpec.supports`.
+CAPABILITIES = {
+    "sample": "new examples from the model (Fit.sample)",
+    "log_likelihood": "log p(x) per example, exact or estimated (see estimated_likelihood)",
+    "bits_per_dim": "the negative log-likelihood in bits per value (Fit.bits_per_dim)",
+    "encode": "a per-example latent code of x (Fit.encode)",
+    "decode": "x given a latent code (Fit.decode)",
+    "reconstruct": "x through its code and back (Fit.reconstruct)",
+    "posterior_draws": "draws of q(z|x) per example, with replicated x and log p(x|z) (to_arviz(x=...))",
+    "prior_sample": "draws of the latent prior p(z) (an adversarial autoencoder's target)",
+    "arviz_groups": "a family's own ArviZ groups (an AAE's aggregated posterior and prior)",
+    "elbo": "the Monte Carlo evidence lower bound per example (Fit.elbo)",
+    "covariances": "component covariance matrices (GMM)",
+    "predict_proba": "the posterior over a discrete latent per example (GMM responsibilities)",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec(Config):
-    """Base class of built-in model families. Subclasses are frozen dataclasses."""
+    """The family contract: what a built-in family declares and provides.
+
+    A family is a frozen dataclass of hyperparameters. It declares:
+
+    - ``family``: its registry name; ``forms``: the forms it builds (module docstring);
+    - ``methods``: fits it does itself ("closed_form", "em", "adversarial");
+    - ``refusals``: ``{inference name: reason}`` for algorithms that cannot fit it;
+    - ``capabilities``: the optional methods of :data:`CAPABILITIES` it implements — a family
+      overrides exactly those (checked when the class is defined), the base refuses the others
+      with :meth:`unsupported`;
+    - flags the inference and the fit loop read: ``conditional`` (labels per example),
+      ``estimated_likelihood``, ``diffusion``, ``local_guides``, ``discrete_latents``,
+      ``elbo_refusals``, ``latent_site``, and for adversarial fits ``has_discriminator``,
+      ``default_adversarial_loss``, ``default_critic_steps``.
+
+    It provides :meth:`check_data`, :meth:`build` (a :class:`BuiltProgram` per backend and
+    form), :meth:`param_shapes`, :meth:`num_parameters`, its networks (:meth:`networks`), and the
+    hooks :meth:`options_from_data`, :meth:`relabel` and :meth:`em_data` whose defaults do
+    nothing.
+    """
 
     kind: ClassVar[str] = "model"
     family: ClassVar[str] = "model"
     #: forms this family can build, see module docstring
     forms: ClassVar[tuple] = ()
-    #: extra capabilities: "closed_form", "em"
+    #: fits the family does itself: "closed_form", "em", "adversarial"
     methods: ClassVar[tuple] = ()
     #: per-inference refusal reasons, e.g. {"nuts": "NUTS cannot sample ..."}
     refusals: ClassVar[dict] = {}
+    #: the optional methods (keys of CAPABILITIES) this family implements
+    capabilities: ClassVar[frozenset] = frozenset()
+    #: whether programs, sampling and scoring take an integer label per example
+    conditional: ClassVar[bool] = False
+    #: log_likelihood is a Monte Carlo estimate taking ``num_samples`` (else exact)
+    estimated_likelihood: ClassVar[bool] = False
+    #: a diffusion chain, fitted by SVI with the diffusion losses
+    diffusion: ClassVar[bool] = False
+    #: local guides the family builds itself ("amortized", "per_example", "forward")
+    local_guides: ClassVar[tuple] = ()
+    #: discrete per-example latents (enumerated, never in an automatic guide)
+    discrete_latents: ClassVar[tuple] = ()
+    #: ``{elbo name: reason}`` for SVI objectives the family refuses
+    elbo_refusals: ClassVar[dict] = {}
+    #: the latent site encode/decode and the latent plots refer to (None: no such latent)
+    latent_site: ClassVar[Optional[str]] = None
+    #: adversarial fits: whether a discriminator plays (False: one player, e.g. WAE-MMD)
+    has_discriminator: ClassVar[bool] = True
+    #: adversarial fits: the loss when none is named, and the fewest critic steps per step
+    default_adversarial_loss: ClassVar[str] = "wgan-gp"
+    default_critic_steps: ClassVar[int] = 1
+    #: what an EM step that leaves the valid range should tell the user
+    #: ``{capability: message}``: why this family lacks a capability, where that says more than the default
+    unsupported_hints: ClassVar[dict] = {}
+    em_failure_hint: ClassVar[str] = ("the parameters left their valid range; check the data for "
+                                      "degenerate values")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.capabilities names {sorted(unknown)}, not among {sorted(CAPABILITIES)}")
+        for name in CAPABILITIES:
+            overridden = getattr(cls, name) is not getattr(ModelSpec, name)
+            if overridden != (name in cls.capabilities):
+                raise TypeError(f"{cls.__name__} {'defines' if overridden else 'lacks'} {name}() but "
+                                f"{'does not list' if overridden else 'lists'} it in capabilities")
+
+    def supports(self, capability: str) -> bool:
+        """Whether this family provides ``capability`` (a key of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise ConfigError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
+        return capability in self.capabilities
+
+    def unsupported(self, capability: str, *args, **kwargs):
+        """The refusal of a capability this family lacks, naming the families that have it."""
+        if capability in self.unsupported_hints:
+            raise ConfigError(f"{type(self).__name__} has no {capability}: {self.unsupported_hints[capability]}")
+        from ppgen.registry import model_classes
+
+        having = sorted(name for name, cls in model_classes().items() if capability in cls.capabilities)
+        raise ConfigError(f"{type(self).__name__} has no {capability}: {CAPABILITIES[capability]} is provided by "
+                          f"{', '.join(having) or 'no built-in family'}")
+
+    def num_parameters(self) -> int:
+        """The number of scalar parameters the family fits."""
+        raise NotImplementedError(f"{type(self).__name__} does not count its parameters")
+
+    @classmethod
+    def options_from_data(cls, meta: dict) -> dict:
+        """Options read from a dataset's ``meta`` when the family is named by a string (default: none)."""
+        return {}
+
+    def relabel(self, posterior: dict) -> dict:
+        """Posterior draws with label switching undone (default: as they are)."""
+        return posterior
+
+    def em_data(self, xp, x):
+        """What EM steps read of the data ``x`` (default: ``x`` itself)."""
+        return x
 
     @property
     def name(self) -> str:  # registry name == family
@@ -163,6 +271,20 @@ class ModelSpec(Config):
 
     def _networks(self) -> dict:
         return {}
+
+
+def _unsupported_method(capability: str):
+    def method(self, *args, **kwargs):
+        return self.unsupported(capability)
+
+    method.__name__ = capability
+    method.__doc__ = f"{CAPABILITIES[capability][0].upper()}{CAPABILITIES[capability][1:]}; refused unless the family lists {capability!r} in capabilities."
+    return method
+
+
+for _name in CAPABILITIES:
+    setattr(ModelSpec, _name, _unsupported_method(_name))
+del _name
 
 
 class ProgramStructure(NamedTuple):
@@ -254,6 +376,30 @@ class Program:
         "em": "EM needs a model family with closed-form E and M steps (ppca, gmm); "
               "a user Program has none",
     }
+    #: the family contract's flags, as a Program has them (its likelihood, sampling and ArviZ
+    #: export are Fit's program paths, not family methods)
+    capabilities = frozenset()
+    conditional = False
+    estimated_likelihood = False
+    diffusion = False
+    local_guides = ()
+    discrete_latents = ()
+    elbo_refusals = {}
+    latent_site = None
+
+    def supports(self, capability: str) -> bool:
+        """Family capabilities (:data:`CAPABILITIES`): a Program has none of them."""
+        if capability not in CAPABILITIES:
+            raise ConfigError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
+        return False
+
+    def unsupported(self, capability: str, *args, **kwargs):
+        raise ConfigError(f"a user Program has no {capability}: {CAPABILITIES[capability]} is a method of the "
+                          f"built-in families; run your own code on fit.program (the model and guide with the "
+                          f"fitted parameters bound)")
+
+    def relabel(self, posterior: dict) -> dict:
+        return posterior
 
     def __init__(self, model: Callable, guide: Callable | None = None, *, backend: str,
                  name: str = "program"):

@@ -42,7 +42,7 @@ def resolve_model(model, data_dim: int | None = None, meta: dict | None = None, 
     cls = classes[key]
     if data_dim is not None and "data_dim" not in options:
         options = dict(options, data_dim=data_dim)
-    if meta and hasattr(cls, "options_from_data"):
+    if meta:
         derived = cls.options_from_data(meta)
         if "likelihood" in options and derived.get("likelihood") != options["likelihood"]:
             derived = {}  # the user chose another likelihood; the data's levels do not apply
@@ -88,7 +88,7 @@ def inference_from_config(config: dict):
 def default_inference(model) -> str:
     """The name of the inference a family is fitted with when none is named: ``"adversarial"`` for
     the implicit families (GAN, CGAN, AAE), else ``"svi"``."""
-    return "adversarial" if "adversarial" in getattr(model, "methods", ()) else "svi"
+    return "adversarial" if "adversarial" in model.methods else "svi"
 
 
 def working_inference(model) -> list[str]:
