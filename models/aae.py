@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -56,7 +56,7 @@ from ppgen.errors import ConfigError, DataError
 from ppgen.program import BuiltProgram
 
 from .gan import _ImplicitFamily, _sub
-from .nets import MLP
+from .nets import MLP, check_network
 from .vae import _AmortizedFamily
 
 __all__ = ["AAE", "PRIORS"]
@@ -87,6 +87,11 @@ class AAE(_ImplicitFamily):
         regularization_weight: λ, the weight of the regulariser.
         mmd_bandwidth: C of the MMD's kernel C/(C + ‖u − v‖²) (None: 2·K·s², with s² the
             prior's variance per dimension, as the WAE paper).
+        encoder, decoder, discriminator: networks of your own in place of the built-in ones (a
+            ``torch.nn.Module`` binds the spec to the Pyro backend, an Equinox module to NumPyro;
+            see :mod:`ppgen.networks`): the encoder maps (B, D) to the codes (B, K), the decoder
+            (B, K) to the likelihood's parameters (B, D) or (B, D·L), the discriminator (B, K) to
+            scores (B, 1).
     """
 
     data_dim: int
@@ -108,8 +113,12 @@ class AAE(_ImplicitFamily):
     regularizer: Literal["adversarial", "mmd"] = "adversarial"
     regularization_weight: float = 1.0
     mmd_bandwidth: Optional[float] = None
+    encoder: Optional[Any] = None
+    decoder: Optional[Any] = None
+    discriminator: Optional[Any] = None
 
     family: ClassVar[str] = "aae"
+    network_fields: ClassVar[tuple] = ("encoder", "decoder", "discriminator")
     #: on the digits' 2-D codes against the 10-component prior, the non-saturating game collapsed
     #: the codes onto one component (energy distance to the prior 1.8 after 300 epochs), the hinge
     #: game spread them over the prior (0.25 after 150); see benchmarks/gan_quality.py
@@ -139,6 +148,12 @@ class AAE(_ImplicitFamily):
         self._require(self.latent_dim >= 1, f"latent_dim must be at least 1; got {self.latent_dim}")
         self._require(min(self.hidden_dims, default=1) >= 1, f"hidden_dims must be positive; got {self.hidden_dims}")
         self._validate_likelihood()
+        check_network(self, "encoder", ((self.data_dim,),), (self.latent_dim,))
+        check_network(self, "decoder", ((self.latent_dim,),), (self.data_dim * self._values_per_dim,))
+        check_network(self, "discriminator", ((self.latent_dim,),), (1,))
+        self._require(self.discriminator is None or self.regularizer == "adversarial",
+                      "discriminator= plays in regularizer='adversarial' only; WAE-MMD (regularizer='mmd') has "
+                      "no discriminator: drop it")
         self._require(self.prior_components >= 1, f"prior_components must be at least 1; got {self.prior_components}")
         self._require(self.prior_radius >= 0 and math.isfinite(self.prior_radius),
                       f"prior_radius must be >= 0; got {self.prior_radius}")
@@ -154,10 +169,11 @@ class AAE(_ImplicitFamily):
                       f"mmd_bandwidth must be positive (or None); got {self.mmd_bandwidth}")
 
     @functools.lru_cache(maxsize=2)
-    def _networks(self) -> dict:
+    def networks(self) -> dict:
         nets = {"encoder": self._make_encoder(self.latent_dim, 0), "decoder": self._make_decoder(self.latent_dim)}
         if self.regularizer == "adversarial":
-            nets["discriminator"] = MLP(self.latent_dim, self.discriminator_hidden_dims, 1, "leaky_relu")
+            nets["discriminator"] = self.own_network(
+                "discriminator", lambda: MLP(self.latent_dim, self.discriminator_hidden_dims, 1, "leaky_relu"))
         return nets
 
     # ---- the prior ---------------------------------------------------------------------------
@@ -196,10 +212,10 @@ class AAE(_ImplicitFamily):
 
     # ---- networks over a flat parameter dict ------------------------------------------------------
     def encode_codes(self, ops, params: dict, x):
-        return self._networks()["encoder"].apply(ops, _sub(params, "encoder"), self._encoder_input(x))
+        return self.networks()["encoder"].apply(ops, _sub(params, "encoder"), self._encoder_input(x))
 
     def _decoder_dist(self, ppl, ops, params: dict, z):
-        out = self._networks()["decoder"].apply(ops, _sub(params, "decoder"), z)
+        out = self.networks()["decoder"].apply(ops, _sub(params, "decoder"), z)
         d = ppl.dist
         if self.likelihood == "bernoulli":
             return d.Bernoulli(logits=out, validate_args=False).to_event(1)
@@ -260,7 +276,7 @@ class AAE(_ImplicitFamily):
             return self.encode_codes(ops, params, batch["x"]), None
 
         def critic(params, values, condition):
-            return self._networks()["discriminator"].apply(ops, _sub(params, "discriminator"), values)
+            return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), values)
 
         def generator_terms(params, batch, codes, rand):
             x = batch["x"]
@@ -275,7 +291,7 @@ class AAE(_ImplicitFamily):
             out["loss"] = loss
             return out
 
-        nets = self._networks()
+        nets = self.networks()
         players = {"generator": tuple(f"{p}.{k}" for p in ("encoder", "decoder") for k in nets[p].shapes()),
                    "discriminator": tuple(f"discriminator.{k}" for k in nets["discriminator"].shapes())
                    if "discriminator" in nets else ()}

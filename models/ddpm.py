@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -64,7 +64,7 @@ from ppgen.backends import get_backend
 from ppgen.errors import ConfigError, DataError
 from ppgen.program import BuiltProgram, ModelSpec
 
-from .nets import TimeMLP, UNet, ops_for
+from .nets import TimeMLP, UNet, check_network, ops_for
 
 __all__ = ["DDPM", "SCHEDULES", "PREDICTIONS", "VARIANCES", "make_betas", "normal_kl",
            "discretized_gaussian_log_likelihood"]
@@ -265,6 +265,9 @@ class DDPM(ModelSpec):
             (None: clip for a discretised likelihood, whose data live there).
         time_batch: steps of the ``time`` plate per evaluation of the program's ELBO (None: all T).
         mixed_precision: run the network in bfloat16 (torch autocast; bf16 arrays in JAX).
+        denoiser: a network of your own in place of the built-in one (a ``torch.nn.Module`` binds
+            the spec to the Pyro backend, an Equinox module to NumPyro; see :mod:`ppgen.networks`).
+            It maps x_t (B, D) and the integer steps t (B,), 0-based, to the ``prediction`` (B, D).
 
     Example:
         >>> data = ppgen.datasets.load("ring")
@@ -290,8 +293,10 @@ class DDPM(ModelSpec):
     clip_denoised: Optional[bool] = None
     time_batch: Optional[int] = None
     mixed_precision: bool = False
+    denoiser: Optional[Any] = None
 
     family: ClassVar[str] = "ddpm"
+    network_fields: ClassVar[tuple] = ("denoiser",)
     forms: ClassVar[tuple] = ("latent",)
     local_guides: ClassVar[tuple] = ("forward",)
     methods: ClassVar[tuple] = ()
@@ -330,7 +335,8 @@ class DDPM(ModelSpec):
             self._require(1 <= self.time_batch <= self.timesteps,
                           f"time_batch must lie in 1..timesteps={self.timesteps} (or None for all); "
                           f"got {self.time_batch}")
-        if self.network == "unet":
+        check_network(self, "denoiser", ((self.data_dim,), ()), (self.data_dim,))
+        if self.network == "unet" and self.denoiser is None:
             self._network()  # raises with the fix for image sizes the U-Net cannot take
         elif self.image_shape is not None:
             self._require(False, f"image_shape={self.image_shape} applies to network='unet'; the MLP takes "
@@ -491,7 +497,12 @@ class DDPM(ModelSpec):
         return self._network().num_parameters()
 
     # ---- network -------------------------------------------------------------------------
+    def networks(self) -> dict:
+        return {"denoiser": self._network()}
+
     def _network(self):
+        if self.denoiser is not None:
+            return self.denoiser
         if self.network == "unet":
             return UNet(self._image_shape(), self.unet_channels, time_dim=self.time_dim)
         return TimeMLP(self.data_dim, self.hidden_dims, self.time_dim)
@@ -540,6 +551,7 @@ class DDPM(ModelSpec):
             raise ValueError(f"DDPM has no form {form!r}; it has {self.forms}")
         if guide not in (None, "forward"):
             raise ConfigError(f"DDPM's guide is the fixed forward chain ('forward'); got guide={guide!r}")
+        self.check_backend(backend)
         be = get_backend(backend)
         ppl = be.ppl
         init = self._initial_values(be, device, seed)

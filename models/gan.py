@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -49,7 +49,7 @@ from ppgen.backends import get_backend
 from ppgen.errors import ConfigError, DataError
 from ppgen.program import BuiltProgram, ModelSpec
 
-from .nets import ACTIVATIONS, MLP, image_layout, ops_for
+from .nets import ACTIVATIONS, MLP, check_network, image_layout, ops_for
 
 __all__ = ["GAN", "CGAN", "OUTPUTS"]
 
@@ -93,7 +93,7 @@ class _ImplicitFamily(ModelSpec):
         return self.network_shapes()
 
     def num_parameters(self) -> int:
-        return sum(n.num_parameters() for n in self._networks().values())
+        return sum(n.num_parameters() for n in self.networks().values())
 
     def _initial(self, seed: int) -> dict:
         """Initial parameters; the discriminator's score layer starts at zero.
@@ -104,9 +104,9 @@ class _ImplicitFamily(ModelSpec):
         (scores higher on samples than on data) later in training whenever the distance between
         the distributions is small next to λ, as on the unit-scale toys; use λ = 0.1 there."""
         init = {}
-        for i, (name, net) in enumerate(self._networks().items()):
+        for i, (name, net) in enumerate(self.networks().items()):
             values = net.init(seed * 1009 + i)
-            if name == "discriminator":
+            if name == "discriminator" and self.discriminator is None:  # the built-in critic only
                 last = [k for k in net.shapes() if k.endswith(".weight")][-1]
                 values[last] = np.zeros_like(values[last])
                 values[last[:-len("weight")] + "bias"] = np.zeros_like(values[last[:-len("weight")] + "bias"])
@@ -118,6 +118,7 @@ class _ImplicitFamily(ModelSpec):
         those of the named networks as backend arrays (the program's ``network`` sites)."""
         if form != "implicit":
             raise ValueError(f"{type(self).__name__} has no form {form!r}; it has {self.forms}")
+        self.check_backend(backend)
         be = get_backend(backend)
         init = self._initial(seed)
         arrays = [{k: be.asarray(v, "float32", device) for k, v in _sub(init, net).items()} for net in networks]
@@ -161,6 +162,11 @@ class GAN(_ImplicitFamily):
         network: ``"mlp"`` or ``"dcgan"`` (images with sides divisible by 4).
         image_shape: (height, width[, channels]) for ``network="dcgan"``.
         generator_channels, discriminator_channels: DCGAN's channels at the two resolutions.
+        generator, discriminator: networks of your own in place of the built-in ones (a
+            ``torch.nn.Module`` binds the spec to the Pyro backend, an Equinox module to NumPyro;
+            see :mod:`ppgen.networks`): the generator maps (B, K) to (B, D) before the ``output``
+            activation, the discriminator (B, D) to scores (B, 1); a conditional GAN gives both the
+            one-hot label (B, num_classes) as a second input.
 
     Example:
         >>> spec = models.GAN(64, latent_dim=32, output="tanh")
@@ -176,8 +182,11 @@ class GAN(_ImplicitFamily):
     image_shape: Optional[tuple] = None
     generator_channels: tuple = (128, 64)
     discriminator_channels: tuple = (64, 128)
+    generator: Optional[Any] = None
+    discriminator: Optional[Any] = None
 
     family: ClassVar[str] = "gan"
+    network_fields: ClassVar[tuple] = ("generator", "discriminator")
     default_adversarial_loss: ClassVar[str] = "wgan-gp"
     capabilities: ClassVar[frozenset] = frozenset({"sample"})
 
@@ -194,8 +203,11 @@ class GAN(_ImplicitFamily):
         elif self.image_shape is not None:
             self._require(False, f"image_shape={self.image_shape} applies to network='dcgan'; the MLP takes "
                                  f"flattened rows (drop image_shape)")
-        if getattr(self, "conditional", False):
+        if self.conditional:
             self._require(self.num_classes >= 2, f"num_classes must be at least 2; got {self.num_classes}")
+        labels = ((self.num_classes,),) if self.conditional else ()
+        check_network(self, "generator", ((self.latent_dim,),) + labels, (self.data_dim,))
+        check_network(self, "discriminator", ((self.data_dim,),) + labels, (1,))
 
     @classmethod
     def options_from_data(cls, meta: dict) -> dict:
@@ -214,17 +226,20 @@ class GAN(_ImplicitFamily):
         return self.num_classes if self.conditional else 0
 
     @functools.lru_cache(maxsize=2)
-    def _networks(self) -> dict:
+    def networks(self) -> dict:
         extra = self._label_dim
         if self.network == "dcgan":
             from .nets import DCGANDiscriminator, DCGANGenerator
 
             shape = image_layout(self.data_dim, self.image_shape)
-            return {"generator": DCGANGenerator(shape, self.latent_dim + extra, self.generator_channels),
-                    "discriminator": DCGANDiscriminator(shape, extra, self.discriminator_channels)}
-        return {"generator": MLP(self.latent_dim + extra, self.hidden_dims, self.data_dim, self.activation),
-                "discriminator": MLP(self.data_dim + extra, self.discriminator_hidden_dims or self.hidden_dims, 1,
-                                     "leaky_relu")}
+            built = {"generator": lambda: DCGANGenerator(shape, self.latent_dim + extra, self.generator_channels),
+                     "discriminator": lambda: DCGANDiscriminator(shape, extra, self.discriminator_channels)}
+        else:
+            built = {"generator": lambda: MLP(self.latent_dim + extra, self.hidden_dims, self.data_dim,
+                                              self.activation),
+                     "discriminator": lambda: MLP(self.data_dim + extra,
+                                                  self.discriminator_hidden_dims or self.hidden_dims, 1, "leaky_relu")}
+        return {name: self.own_network(name, make) for name, make in built.items()}
 
     # ---- data --------------------------------------------------------------------------
     def check_data(self, x, what: str = "data") -> np.ndarray:
@@ -243,7 +258,7 @@ class GAN(_ImplicitFamily):
     # ---- the networks as functions of a flat parameter dict -----------------------------------
     def generate(self, ops, params: dict, z, condition=None):
         """x = G(z[, y]) with the output activation; ``params`` holds ``generator.*``."""
-        nets = self._networks()
+        nets = self.networks()
         out = nets["generator"].apply(ops, _sub(params, "generator"), z, condition)
         if self.output == "tanh":
             return ops.activation("tanh", out)
@@ -253,7 +268,7 @@ class GAN(_ImplicitFamily):
 
     def discriminate(self, ops, params: dict, x, condition=None):
         """The discriminator's score per example, shape (N, 1); ``params`` holds ``discriminator.*``."""
-        return self._networks()["discriminator"].apply(ops, _sub(params, "discriminator"), x, condition)
+        return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), x, condition)
 
     # ---- the program ---------------------------------------------------------------------
     def build(self, backend: str, form: str, *, data: np.ndarray, guide: str | None = None, seed: int = 0,
@@ -285,7 +300,7 @@ class GAN(_ImplicitFamily):
         def critic(params, values, condition):
             return self.discriminate(ops, params, values, condition)
 
-        nets = self._networks()
+        nets = self.networks()
         players = {p: tuple(f"{p}.{k}" for k in nets[p].shapes()) for p in ("generator", "discriminator")}
         game = Game(init=init, players=players, real=real, fake=fake, critic=critic)
         return BuiltProgram(backend, model, None, form, self, int(data.shape[0]), max_plate_nesting=1,

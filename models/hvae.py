@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -65,6 +65,9 @@ class HVAE(_AmortizedFamily):
             use the last one as their dense width).
         activation, dropout, likelihood, num_levels, observation_scale, network, image_shape,
         conv_channels: as for :class:`VAE`.
+        encoder, decoder: the x-side networks of your own, as for :class:`VAE` (the encoder maps
+            (B, D) to (B, 2·K_1), the decoder (B, K_1) to the likelihood's parameters); the
+            networks between latent layers stay the built-in MLPs.
 
     Example:
         >>> spec = models.HVAE(64, latent_dims=(32, 16), likelihood="categorical", num_levels=17)
@@ -81,8 +84,11 @@ class HVAE(_AmortizedFamily):
     network: Literal["mlp", "conv"] = "mlp"
     image_shape: Optional[tuple] = None
     conv_channels: tuple = (32, 64)
+    encoder: Optional[Any] = None
+    decoder: Optional[Any] = None
 
     family: ClassVar[str] = "hvae"
+    network_fields: ClassVar[tuple] = ("encoder", "decoder")
     latent_site: ClassVar[str] = "z_1"
     elbo_refusals: ClassVar[dict] = {
         "meanfield": "its encoder draws z_2 from z_1, and the model's p(z_1 | z_2) depends on that draw, so the "
@@ -96,12 +102,13 @@ class HVAE(_AmortizedFamily):
         self._require(min(self.latent_dims) >= 1, f"latent_dims must be positive; got {self.latent_dims}")
         self._require(min(self.hidden_dims, default=1) >= 1, f"hidden_dims must be positive; got {self.hidden_dims}")
         self._validate_likelihood()
+        self._check_own_networks(2 * self.latent_dims[0], self.latent_dims[0])
 
     @property
     def _first_latent_dim(self) -> int:
         return self.latent_dims[0]
 
-    def _networks(self) -> dict:
+    def networks(self) -> dict:
         dims = self.latent_dims
         nets = {"encoder": self._make_encoder(2 * dims[0], 0), "decoder": self._make_decoder(dims[0])}
         for layer in range(2, len(dims) + 1):
@@ -116,9 +123,10 @@ class HVAE(_AmortizedFamily):
             raise ValueError(f"HVAE has no form {form!r}; it has {self.forms}")
         if guide not in (None, "amortized"):
             raise ConfigError(f"HVAE has the amortized guide only; got guide={guide!r}")
+        self.check_backend(backend)
         be = get_backend(backend)
         ppl, ops = be.ppl, ops_for(backend)
-        nets = self._networks()
+        nets = self.networks()
         init = self._initial_values(be, device, seed)
         dims = self.latent_dims
         top = len(dims)

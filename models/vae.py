@@ -53,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -61,7 +61,7 @@ from ppgen.backends import get_backend
 from ppgen.errors import ConfigError, DataError
 from ppgen.program import BuiltProgram, ModelSpec
 
-from .nets import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder, image_layout, ops_for
+from .nets import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder, check_network, image_layout, ops_for
 
 __all__ = ["VAE", "CVAE", "LIKELIHOODS"]
 
@@ -74,7 +74,7 @@ _NO_MCMC = ("cannot sample a VAE's per-example latents and network weights (thou
 class _AmortizedFamily(ModelSpec):
     """What the VAE-like families share: the likelihood, data checks, labels, evaluation by
     importance sampling, sampling, reconstruction and ArviZ export. Subclasses define
-    ``_networks()`` and the programs in ``build``."""
+    ``networks()`` and the programs in ``build``."""
 
     forms: ClassVar[tuple] = ("latent",)
     local_guides: ClassVar[tuple] = ("amortized",)
@@ -180,13 +180,23 @@ class _AmortizedFamily(ModelSpec):
         return shapes
 
     # ---- program pieces --------------------------------------------------------------------
+    def _check_own_networks(self, encoder_out: int, decoder_in: int, extra: int = 0) -> None:
+        """Refuse a person's encoder/decoder whose output does not fit (the shapes named)."""
+        labels = ((extra,),) if extra else ()
+        check_network(self, "encoder", ((self.data_dim,),) + labels, (encoder_out,))
+        check_network(self, "decoder", ((decoder_in,),) + labels, (self.data_dim * self._values_per_dim,))
+
     def _make_encoder(self, out_dim: int, extra: int):
+        if self.encoder is not None:
+            return self.encoder
         if self.network == "conv":
             return ConvEncoder(image_layout(self.data_dim, self.image_shape), out_dim, self.conv_channels, extra,
                                self.hidden_dims[-1], self.activation, self.dropout)
         return MLP(self.data_dim + extra, self.hidden_dims, out_dim, self.activation, self.dropout)
 
     def _make_decoder(self, in_dim: int):
+        if self.decoder is not None:
+            return self.decoder
         if self.network == "conv":
             return ConvDecoder(image_layout(self.data_dim, self.image_shape), in_dim, self._values_per_dim,
                                self.conv_channels, self.hidden_dims[-1], self.activation, self.dropout)
@@ -195,7 +205,7 @@ class _AmortizedFamily(ModelSpec):
 
     def _initial_values(self, be, device, seed: int) -> dict:
         init = {}
-        for i, (name, net) in enumerate(self._networks().items()):
+        for i, (name, net) in enumerate(self.networks().items()):
             init[name] = {k: be.asarray(v, "float32", device) for k, v in net.init(seed * 1009 + i).items()}
         if self.likelihood == "gaussian" and self.observation_scale is None:
             init["x_scale"] = be.asarray(np.full(self.data_dim, 0.5, np.float32), "float32", device)
@@ -390,7 +400,7 @@ class _AmortizedFamily(ModelSpec):
         return self.latent_dim
 
     def num_parameters(self) -> int:
-        total = sum(n.num_parameters() for n in self._networks().values())
+        total = sum(n.num_parameters() for n in self.networks().values())
         return total + (self.data_dim if self.likelihood == "gaussian" and self.observation_scale is None else 0)
 
 
@@ -413,6 +423,12 @@ class VAE(_AmortizedFamily):
         network: ``"mlp"`` or ``"conv"`` (images with height and width divisible by 4).
         image_shape: (height, width[, channels]) of the images for ``network="conv"``.
         conv_channels: channels of the two convolution stages.
+        encoder, decoder: a network of your own in place of the built-in one (a ``torch.nn.Module``
+            binds the spec to the Pyro backend, an Equinox module to NumPyro; see
+            :mod:`ppgen.networks`). The encoder maps a batch of rows (B, D) to (B, 2K): the mean
+            and the pre-softplus scale of q(z|x); the decoder maps (B, K) to the likelihood's
+            parameters per row, (B, D) (Bernoulli logits, Gaussian means) or (B, D·L) (categorical
+            logits). A conditional VAE passes the one-hot label (B, num_classes) as a second input.
 
     Example:
         >>> spec = models.VAE(64, latent_dim=16, likelihood="categorical", num_levels=17)
@@ -429,15 +445,20 @@ class VAE(_AmortizedFamily):
     network: Literal["mlp", "conv"] = "mlp"
     image_shape: Optional[tuple] = None
     conv_channels: tuple = (32, 64)
+    encoder: Optional[Any] = None
+    decoder: Optional[Any] = None
 
     family: ClassVar[str] = "vae"
+    network_fields: ClassVar[tuple] = ("encoder", "decoder")
 
     def _validate(self):
         self._require(self.latent_dim >= 1, f"latent_dim must be at least 1; got {self.latent_dim}")
         self._require(min(self.hidden_dims, default=1) >= 1, f"hidden_dims must be positive; got {self.hidden_dims}")
         self._validate_likelihood()
+        extra = self.num_classes if self.conditional else 0
+        self._check_own_networks(2 * self.latent_dim, self.latent_dim, extra)
 
-    def _networks(self) -> dict:
+    def networks(self) -> dict:
         extra = self.num_classes if self.conditional else 0
         return {"encoder": self._make_encoder(2 * self.latent_dim, extra),
                 "decoder": self._make_decoder(self.latent_dim + extra)}
@@ -448,9 +469,10 @@ class VAE(_AmortizedFamily):
             raise ValueError(f"{type(self).__name__} has no form {form!r}; it has {self.forms}")
         if guide not in (None, "amortized"):
             raise ConfigError(f"{type(self).__name__} has the amortized guide only; got guide={guide!r}")
+        self.check_backend(backend)
         be = get_backend(backend)
         ppl, ops = be.ppl, ops_for(backend)
-        nets = self._networks()
+        nets = self.networks()
         encoder, decoder = nets["encoder"], nets["decoder"]
         init = self._initial_values(be, device, seed)
         K = self.latent_dim

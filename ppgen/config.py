@@ -102,6 +102,10 @@ class CodeReference:
 
 
 def _to_json(value):
+    from .networks import Network
+
+    if isinstance(value, Network):
+        return {"network": value.describe()}
     if isinstance(value, CodeReference):
         return {"callable": value.name}
     if callable(value) and not isinstance(value, (int, float, str, bool)):
@@ -113,6 +117,10 @@ def _to_json(value):
 def _from_json(value):
     if isinstance(value, dict) and set(value) == {"callable"}:
         return CodeReference(str(value["callable"]))
+    if isinstance(value, dict) and set(value) == {"network"}:
+        from .networks import NetworkReference
+
+        return NetworkReference(str(value["network"]))
     return value
 
 

@@ -893,6 +893,7 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None, prog
         raise CheckpointError(f"the run folder {path} is inconsistent: its config.json does not describe a "
                               f"{family!r} model and its inference ({e}). Was it edited? Fit again, or restore "
                               f"the config.json that fit.save wrote") from None
+    spec = _own_network_spec(spec, model, path)
     if inference is not None:  # a person's own functions (a custom loss) come back with their object
         inference = resolve_inference(inference)
         if inference.name != alg.name:
@@ -911,6 +912,31 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None, prog
     history = ckpt.read_json(path / "history.json") if (path / "history.json").exists() else []
     return Fit(spec, alg, config["backend"], result, history, config, train=None,
                device=_load_device(config["backend"], config.get("device", "cpu"), device, path))
+
+
+def _own_network_spec(stored, model, path: Path):
+    """The spec to load: ``model`` where the person passed a spec (its options, networks
+    described by their kind, must be the run's), else the stored one, which must not hold a
+    person's network (run folders never store code)."""
+    from .networks import NetworkReference
+    from .program import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        given, kept = model.to_config()["options"], stored.to_config()["options"]
+        differ = sorted(k for k in set(given) | set(kept) if given.get(k) != kept.get(k))
+        if differ:
+            raise CheckpointError(f"the spec passed as model= differs from the run in {path} in "
+                                  + ", ".join(f"{k} ({given.get(k)!r} here, {kept.get(k)!r} in the run)" for k in differ)
+                                  + "; pass the spec the run was fitted with")
+        return model
+    own = [name for name in stored.network_fields if isinstance(getattr(stored, name), NetworkReference)]
+    if own:
+        raise CheckpointError(f"{path} holds a {type(stored).__name__} fitted with your own "
+                              + ", ".join(f"{n} ({getattr(stored, n).describe()})" for n in own)
+                              + f", and run folders never store code: build the spec again with those networks and "
+                                f"pass it, ppgen.load(path, model=models.{type(stored).__name__}(..., "
+                              + ", ".join(f"{n}=..." for n in own) + "))")
+    return stored
 
 
 def _read_groups(path: Path) -> dict:

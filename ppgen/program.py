@@ -171,6 +171,9 @@ class ModelSpec(Config):
     default_adversarial_loss: ClassVar[str] = "wgan-gp"
     default_critic_steps: ClassVar[int] = 1
     #: what an EM step that leaves the valid range should tell the user
+    #: fields that may hold a person's own network (a torch.nn.Module, an Equinox module or a
+    #: ppgen.networks.Network; None: the built-in network)
+    network_fields: ClassVar[tuple] = ()
     #: ``{capability: message}``: why this family lacks a capability, where that says more than the default
     unsupported_hints: ClassVar[dict] = {}
     em_failure_hint: ClassVar[str] = ("the parameters left their valid range; check the data for "
@@ -267,10 +270,53 @@ class ModelSpec(Config):
     def network_shapes(self) -> dict:
         """``"<network>.<parameter>"`` → shape for the family's networks (families without
         networks: none)."""
-        return {f"{net}.{k}": tuple(shape) for net, n in self._networks().items() for k, shape in n.shapes().items()}
+        return {f"{net}.{k}": tuple(shape) for net, n in self.networks().items() for k, shape in n.shapes().items()}
 
-    def _networks(self) -> dict:
+    def networks(self) -> dict:
+        """The family's networks by name (``{"encoder": ..., "decoder": ...}``), each a
+        :class:`ppgen.networks.Network`: the person's own where a network field holds one, else
+        the built-in one the string options describe. Families without networks: none."""
         return {}
+
+    # ---- a person's own networks ----------------------------------------------------------
+    def __post_init__(self):
+        from .networks import as_network
+
+        for name in self.network_fields:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_network(value, f"{type(self).__name__}.{name}"))
+        kinds = {getattr(self, n).describe(): getattr(self, n).backend for n in self.network_fields
+                 if getattr(self, n) is not None and getattr(self, n).backend is not None}
+        if len(set(kinds.values())) > 1:
+            raise ConfigError(f"{type(self).__name__} holds networks of two backends ({', '.join(f'{k}: {v}' for k, v in kinds.items())}); "
+                              f"give every network for the same backend")
+        super().__post_init__()
+
+    @property
+    def backend(self) -> Optional[str]:
+        """The backend the spec's own networks bind it to (``"pyro"`` for torch modules,
+        ``"numpyro"`` for Equinox ones), or None when it runs in both."""
+        for name in self.network_fields:
+            value = getattr(self, name)
+            if value is not None and value.backend is not None:
+                return value.backend
+        return None
+
+    def check_backend(self, backend: str) -> None:
+        """Refuse ``backend`` when the spec's own networks run in the other one."""
+        if self.backend is not None and backend != self.backend:
+            own = [f"{n}={getattr(self, n).describe()}" for n in self.network_fields
+                   if getattr(self, n) is not None and getattr(self, n).backend is not None]
+            kind = {"pyro": "torch.nn.Module", "numpyro": "Equinox module"}[backend]
+            raise ConfigError(f"{type(self).__name__} holds networks of the {self.backend!r} backend ({', '.join(own)}) "
+                              f"and cannot run in {backend!r}; fit it with backend={self.backend!r}, or give "
+                              f"{kind} networks for {backend!r}")
+
+    def own_network(self, name: str, built_in):
+        """The network field ``name`` when the person gave one, else ``built_in()``."""
+        value = getattr(self, name)
+        return built_in() if value is None else value
 
 
 def _unsupported_method(capability: str):

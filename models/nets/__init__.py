@@ -33,8 +33,20 @@ Example:
 
 from ._diffusion import TimeMLP, UNet, timestep_embedding
 from ._gan import DCGANDiscriminator, DCGANGenerator
-from ._layers import (ACTIVATIONS, IMAGE_SIZES, ConvDecoder, ConvEncoder, MLP, Network, image_layout,
-                      ops_for)
+from ._layers import ACTIVATIONS, IMAGE_SIZES, ConvDecoder, ConvEncoder, MLP, image_layout, ops_for
 
-__all__ = ["Network", "MLP", "ConvEncoder", "ConvDecoder", "TimeMLP", "UNet", "timestep_embedding",
+from ppgen.networks import EquinoxNetwork, Network, TorchNetwork, as_network
+
+
+def check_network(spec, name: str, inputs: tuple, expected: tuple) -> None:
+    """Refuse the person's network in ``spec``'s field ``name`` when, run once on zeros of the
+    per-example shapes ``inputs``, its output per example is not ``expected`` (the shapes named)."""
+    from ppgen.networks import check_output
+
+    network = getattr(spec, name)
+    if network is not None and network.backend is not None:
+        check_output(network, f"{type(spec).__name__}.{name}", inputs, expected, ops_for(network.backend))
+
+
+__all__ = ["Network", "TorchNetwork", "EquinoxNetwork", "as_network", "check_network", "MLP", "ConvEncoder", "ConvDecoder", "TimeMLP", "UNet", "timestep_embedding",
            "DCGANGenerator", "DCGANDiscriminator", "ACTIVATIONS", "IMAGE_SIZES", "ops_for", "image_layout"]

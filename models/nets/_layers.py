@@ -7,6 +7,7 @@ import numpy as np
 
 from ppgen.backends import is_training
 from ppgen.errors import ConfigError
+from ppgen.networks import Network
 
 ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu", "silu", "tanh", "softplus")
 #: image sides the convolutional networks take: two stride-2 stages need sides divisible by 4
@@ -220,31 +221,6 @@ def _check_activation(activation: str) -> None:
 
         raise ConfigError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}."
                           f"{suggest(activation, ACTIVATIONS)}")
-
-
-class Network:
-    """Base of network descriptions: named parameter shapes, a numpy initialiser, a forward pass."""
-
-    def shapes(self) -> dict:
-        raise NotImplementedError
-
-    def init(self, seed: int) -> dict:
-        """Initial parameters (float32 numpy) with PyTorch's default scheme: weights and biases
-        uniform in ±1/sqrt(fan_in), where fan_in counts a weight's inputs (times its kernel)."""
-        rng = np.random.default_rng(seed)
-        out = {}
-        for name, shape in self.shapes().items():
-            layer = name.rsplit(".", 1)[0]
-            fan_in = int(np.prod(self.shapes()[f"{layer}.weight"][1:]))
-            bound = 1.0 / math.sqrt(fan_in)
-            out[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
-        return out
-
-    def num_parameters(self) -> int:
-        return int(sum(np.prod(s) for s in self.shapes().values()))
-
-    def apply(self, ops, params: dict, x, extra=None):
-        raise NotImplementedError
 
 
 class MLP(Network):

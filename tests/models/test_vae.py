@@ -72,7 +72,7 @@ def test_backends_agree_on_the_same_parameters():
     spec = models.CVAE(64, latent_dim=4, hidden_dims=(32,), likelihood="categorical", num_levels=17)
     rng = np.random.default_rng(2)
     params = {}
-    for i, (name, net) in enumerate(spec._networks().items()):
+    for i, (name, net) in enumerate(spec.networks().items()):
         params.update({f"{name}.{k}": v for k, v in net.init(i).items()})
     x = rng.integers(0, 17, (20, 64))
     y = rng.integers(0, 10, 20)
@@ -339,7 +339,7 @@ def test_iwae_weights_with_warmup_weight_only_the_latent_terms(backend):
     model, guide = _bind(program, program.model), _bind(program, program.guide)
     batch = {"x": be.asarray(x), "index": be.ppl.index(np.arange(12))}
     params = {}
-    for i, (name, net) in enumerate(spec._networks().items()):
+    for i, (name, net) in enumerate(spec.networks().items()):
         params.update({f"{name}.{k}": v for k, v in net.init(i).items()})
 
     def local(beta):
