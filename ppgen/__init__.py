@@ -17,8 +17,8 @@ from .errors import (CheckpointError, ConfigError, DataError, Diverged,  # noqa:
                      IncompatibleInference, PPGenError)
 from .fit import EarlyStopping, Fit, StepEvent, compare, fit, load  # noqa: E402
 from .program import ModelSpec, Program  # noqa: E402
-from . import arviz, inference, metrics, models  # noqa: E402  (ppgen.arviz imports arviz lazily)
+from . import arviz, inference, metrics, models, networks  # noqa: E402  (ppgen.arviz imports arviz lazily)
 
 __all__ = ["fit", "load", "compare", "Fit", "EarlyStopping", "StepEvent", "Program", "ModelSpec", "datasets",
-           "models", "inference", "arviz", "metrics", "PPGenError", "ConfigError", "DataError", "IncompatibleInference",
+           "models", "inference", "arviz", "metrics", "networks", "PPGenError", "ConfigError", "DataError", "IncompatibleInference",
            "CheckpointError", "Diverged", "__version__"]
