@@ -547,14 +547,33 @@ class Fit:
 
     @property
     def program(self):
-        """A user program's model and guide with the fitted parameters bound
+        """The fitted model and guide with the fitted parameters bound
         (:class:`ppgen.program.Bound`), to run with Pyro's or NumPyro's own ``Predictive``,
-        ELBOs and handlers, called with the keywords the program names (``x``, ``index``,
-        ``num_data``)."""
-        if self.model.family != "program":
-            raise ConfigError(f"fit.program returns a user Program's functions; {type(self.model).__name__} is a "
-                              f"built-in family")
-        return self.model.bind(self.params, self.data_shape, self.device)
+        ELBOs and handlers.
+
+        For a user Program: its own functions, called with the keywords it names (``x``,
+        ``index``, ``num_data``). For a family: the program of the form it was fitted in, called
+        with ``x`` (None to draw new data, with ``num=`` rows), ``index``, ``num_data`` and a
+        conditional family's labels ``y``; its guide where the family builds one (an amortised
+        encoder), else None (an automatic guide lives inside SVI; MCMC has none). For a
+        posterior fit (NUTS, HMC, a Bayesian guide) the model is returned unbound: pass the
+        draws, ``Predictive(fit.program.model, posterior_samples=...)``.
+        """
+        if self.model.family == "program":
+            return self.model.bind(self.params, self.data_shape, self.device)
+        from .backends import get_backend
+        from .program import Bound
+
+        alg, spec = self.inference, self.model
+        data = self._train if self._train is not None else np.zeros((2, spec.data_dim), np.float32)
+        built = spec.build(self.backend, alg.form_for(spec), data=data, guide=alg.guide_for(spec), seed=0,
+                           device=self.device, **alg.build_options(spec))
+        if self.posterior is not None:
+            return Bound(built.model, None, self.backend)
+        be = get_backend(self.backend)
+        params = {k: np.asarray(v) for k, v in self.params.items()}
+        return Bound(be.bind_params(built.model, params, self.device),
+                     None if built.guide is None else be.bind_params(built.guide, params, self.device), self.backend)
 
     @property
     def structure(self):
