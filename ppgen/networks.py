@@ -24,6 +24,10 @@ safetensors and restores it by that name. Families take networks beside their st
 - an Equinox module becomes an :class:`EquinoxNetwork` (NumPyro backend): its parameters are the
   module's floating-point arrays, named by their path (``layers.0.weight``), and it runs on one
   example at a time under ``jax.vmap`` (Equinox's convention);
+- a Flax NNX module becomes an :class:`NnxNetwork` (NumPyro backend), its ``nnx.Param``
+  variables named by path; a Flax linen module, which holds no parameters, comes in as
+  ``FlaxNetwork(module, module.init(key, example_input))``; both run on a batch (Flax's
+  convention);
 - an object with ``shapes``, ``init`` and ``apply`` (a subclass of :class:`Network`, or a
   ``models.nets`` network) is used as it is.
 
@@ -50,7 +54,8 @@ import numpy as np
 
 from .errors import CheckpointError, ConfigError
 
-__all__ = ["Network", "TorchNetwork", "EquinoxNetwork", "NetworkReference", "as_network", "check_output"]
+__all__ = ["Network", "TorchNetwork", "EquinoxNetwork", "FlaxNetwork", "NnxNetwork", "NetworkReference", "as_network",
+           "check_output"]
 
 
 class Network:
@@ -96,7 +101,7 @@ class Network:
                               f"{other!r} ({_KINDS[other]})")
 
 
-_KINDS = {"pyro": "a torch.nn.Module", "numpyro": "an Equinox module"}
+_KINDS = {"pyro": "a torch.nn.Module", "numpyro": "an Equinox or Flax module"}
 
 
 def _flat(value, lead: tuple):
@@ -209,6 +214,110 @@ class EquinoxNetwork(Network):
         return out.reshape(lead + tuple(out.shape[1:]))
 
 
+class FlaxNetwork(Network):
+    """A Flax linen module and its variables as a network of the NumPyro backend.
+
+    A linen module holds no parameters, so it comes with the variables its ``init`` made:
+    ``FlaxNetwork(module, module.init(key, example_input))``. The ``"params"`` collection is
+    fitted, named by its path (``"Dense_0.kernel"``, Flax's (in, out) layout); other collections
+    (batch statistics) stay as given. The module is called on a batch, as linen modules are
+    written, with every leading dimension of ``x`` merged into one; ``extra`` is the second
+    argument.
+
+    Args:
+        module: the ``flax.linen.Module``.
+        variables: what ``module.init`` returned (a dict with a ``"params"`` entry).
+    """
+
+    backend = "numpyro"
+
+    def __init__(self, module, variables):
+        import jax
+
+        if not _is_flax_linen(module):
+            raise ConfigError(f"FlaxNetwork takes a flax.linen.Module; got {type(module).__name__}")
+        try:
+            fitted = variables["params"]
+            self._rest = {k: v for k, v in variables.items() if k != "params"}
+        except (TypeError, KeyError, AttributeError):
+            raise ConfigError(f"FlaxNetwork(module, variables): variables must be what module.init(key, x) returned, "
+                              f"a dict with 'params'; got {type(variables).__name__}") from None
+        self.module = module
+        paths, self._treedef = jax.tree_util.tree_flatten_with_path(fitted)
+        self._names = [_path_name(path) for path, _ in paths]
+        self._values = [np.asarray(leaf, dtype=np.float32) for _, leaf in paths]
+
+    def describe(self) -> str:
+        return f"FlaxNetwork({type(self.module).__name__})"
+
+    def shapes(self) -> dict:
+        return {name: tuple(v.shape) for name, v in zip(self._names, self._values)}
+
+    def init(self, seed: int) -> dict:
+        return {name: v.copy() for name, v in zip(self._names, self._values)}
+
+    def apply(self, ops, params: dict, x, extra=None):
+        import jax
+
+        self._require_ops(ops)
+        tree = jax.tree_util.tree_unflatten(self._treedef, [params[name] for name in self._names])
+        lead = tuple(x.shape[:-1])
+        args = (_flat(x, lead),) if extra is None else (_flat(x, lead), _flat(extra, lead))
+        out = self.module.apply({"params": tree, **self._rest}, *args)
+        return out.reshape(lead + tuple(out.shape[1:]))
+
+
+class NnxNetwork(Network):
+    """A Flax NNX module as a network of the NumPyro backend.
+
+    Its ``nnx.Param`` variables are fitted, named by their path (``"linear1.kernel"``), starting
+    from the module's values; every other state stays as given. The module is called on a batch,
+    as NNX modules are written, with every leading dimension of ``x`` merged into one; ``extra``
+    is the second argument.
+
+    Args:
+        module: the ``flax.nnx.Module``.
+    """
+
+    backend = "numpyro"
+
+    def __init__(self, module):
+        import jax
+        from flax import nnx
+
+        if not isinstance(module, nnx.Module):
+            raise ConfigError(f"NnxNetwork takes a flax.nnx.Module; got {type(module).__name__}")
+        self.module = module
+        self._graph, params, self._rest = nnx.split(module, nnx.Param, ...)
+        leaves, self._treedef = jax.tree_util.tree_flatten(params)
+        pure = nnx.to_pure_dict(params)
+        paths = jax.tree_util.tree_flatten_with_path(pure)[0]
+        if len(paths) != len(leaves) or not leaves:
+            raise ConfigError(f"the NNX module {type(module).__name__} has no parameters ppgen can name")
+        self._names = [_path_name(path) for path, _ in paths]
+        self._values = [np.asarray(leaf, dtype=np.float32) for _, leaf in paths]
+
+    def describe(self) -> str:
+        return f"NnxNetwork({type(self.module).__name__})"
+
+    def shapes(self) -> dict:
+        return {name: tuple(v.shape) for name, v in zip(self._names, self._values)}
+
+    def init(self, seed: int) -> dict:
+        return {name: v.copy() for name, v in zip(self._names, self._values)}
+
+    def apply(self, ops, params: dict, x, extra=None):
+        import jax
+        from flax import nnx
+
+        self._require_ops(ops)
+        state = jax.tree_util.tree_unflatten(self._treedef, [params[name] for name in self._names])
+        module = nnx.merge(self._graph, state, self._rest)
+        lead = tuple(x.shape[:-1])
+        out = module(_flat(x, lead)) if extra is None else module(_flat(x, lead), _flat(extra, lead))
+        return out.reshape(lead + tuple(out.shape[1:]))
+
+
 def _path_name(path) -> str:
     parts = []
     for key in path:
@@ -256,9 +365,14 @@ def _is_equinox_module(value) -> bool:
     return eqx is not None and isinstance(value, eqx.Module)
 
 
-def _is_flax_module(value) -> bool:
-    return type(value).__module__.split(".")[0] == "flax" or any(
-        c.__module__.split(".")[0] == "flax" for c in type(value).__mro__)
+def _is_flax_linen(value) -> bool:
+    linen = sys.modules.get("flax.linen")
+    return linen is not None and isinstance(value, linen.Module)
+
+
+def _is_flax_nnx(value) -> bool:
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(value, nnx.Module)
 
 
 def as_network(value, role: str = "network") -> Network:
@@ -271,12 +385,15 @@ def as_network(value, role: str = "network") -> Network:
         return TorchNetwork(value)
     if _is_equinox_module(value):
         return EquinoxNetwork(value)
-    if _is_flax_module(value):
-        raise ConfigError(f"{role} is a Flax module ({type(value).__name__}); ppgen takes Equinox modules in the "
-                          f"NumPyro backend (and torch.nn.Module in Pyro). Write the network with Equinox, or wrap "
-                          f"it in a ppgen.networks.Network (shapes, init, apply)")
+    if _is_flax_nnx(value):
+        return NnxNetwork(value)
+    if _is_flax_linen(value):
+        raise ConfigError(f"{role} is a Flax linen module ({type(value).__name__}), which holds no parameters; pass it "
+                          f"with the variables its init made: ppgen.networks.FlaxNetwork(module, "
+                          f"module.init(jax.random.PRNGKey(0), example_input))")
     raise ConfigError(f"{role} is {type(value).__name__}, not a network: give a torch.nn.Module (Pyro backend), an "
-                      f"equinox.Module (NumPyro backend), or a ppgen.networks.Network (shapes, init, apply)")
+                      f"equinox.Module or a Flax NNX module (NumPyro backend), a ppgen.networks.FlaxNetwork(linen "
+                      f"module, variables), or a ppgen.networks.Network (shapes, init, apply)")
 
 
 def check_output(network: Network, role: str, inputs: tuple, expected: tuple, ops) -> None:

@@ -296,7 +296,7 @@ class ModelSpec(Config):
     @property
     def backend(self) -> Optional[str]:
         """The backend the spec's own networks bind it to (``"pyro"`` for torch modules,
-        ``"numpyro"`` for Equinox ones), or None when it runs in both."""
+        ``"numpyro"`` for Equinox and Flax ones), or None when it runs in both."""
         for name in self.network_fields:
             value = getattr(self, name)
             if value is not None and value.backend is not None:
@@ -308,7 +308,7 @@ class ModelSpec(Config):
         if self.backend is not None and backend != self.backend:
             own = [f"{n}={getattr(self, n).describe()}" for n in self.network_fields
                    if getattr(self, n) is not None and getattr(self, n).backend is not None]
-            kind = {"pyro": "torch.nn.Module", "numpyro": "Equinox module"}[backend]
+            kind = {"pyro": "torch.nn.Module", "numpyro": "Equinox or Flax module"}[backend]
             raise ConfigError(f"{type(self).__name__} holds networks of the {self.backend!r} backend ({', '.join(own)}) "
                               f"and cannot run in {backend!r}; fit it with backend={self.backend!r}, or give "
                               f"{kind} networks for {backend!r}")

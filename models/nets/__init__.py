@@ -35,7 +35,7 @@ from ._diffusion import TimeMLP, UNet, timestep_embedding
 from ._gan import DCGANDiscriminator, DCGANGenerator
 from ._layers import ACTIVATIONS, IMAGE_SIZES, ConvDecoder, ConvEncoder, MLP, image_layout, ops_for
 
-from ppgen.networks import EquinoxNetwork, Network, TorchNetwork, as_network
+from ppgen.networks import EquinoxNetwork, FlaxNetwork, Network, NnxNetwork, TorchNetwork, as_network
 
 
 def check_network(spec, name: str, inputs: tuple, expected: tuple) -> None:
@@ -48,5 +48,5 @@ def check_network(spec, name: str, inputs: tuple, expected: tuple) -> None:
         check_output(network, f"{type(spec).__name__}.{name}", inputs, expected, ops_for(network.backend))
 
 
-__all__ = ["Network", "TorchNetwork", "EquinoxNetwork", "as_network", "check_network", "MLP", "ConvEncoder", "ConvDecoder", "TimeMLP", "UNet", "timestep_embedding",
+__all__ = ["Network", "TorchNetwork", "EquinoxNetwork", "FlaxNetwork", "NnxNetwork", "as_network", "check_network", "MLP", "ConvEncoder", "ConvDecoder", "TimeMLP", "UNet", "timestep_embedding",
            "DCGANGenerator", "DCGANDiscriminator", "ACTIVATIONS", "IMAGE_SIZES", "ops_for", "image_layout"]

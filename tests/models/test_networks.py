@@ -83,7 +83,7 @@ def test_networks_of_the_wrong_kind_backend_or_shape_are_refused_with_the_fix(di
     spec = _vae(encoder, decoder)
     assert spec.backend == "pyro" and models.VAE(64).backend is None
     with pytest.raises(ConfigError, match=r"holds networks of the 'pyro' backend .*fit it with backend='pyro', or give "
-                                          r"Equinox module networks for 'numpyro'"):
+                                          r"Equinox or Flax module networks for 'numpyro'"):
         ppgen.fit(spec, digits, inference.SVI(steps=1), backend="numpyro", progress=False)
     with pytest.raises(ConfigError, match=r"TorchNetwork\(Sequential\) runs in the 'pyro' backend"):
         spec.networks()["encoder"].apply(models.nets.ops_for("numpyro"), {}, jnp.zeros((1, 64)))
@@ -181,3 +181,55 @@ def test_gan_aae_and_ddpm_take_their_own_networks():
     fit = ppgen.fit(ddpm, data, inference.SVI(elbo="simple", steps=4), progress=False)
     assert fit.sample(5).shape == (5, 2) and np.all(np.isfinite(fit.log_likelihood(x[:4])))
     assert "denoiser.mlp.layers.0.weight" in fit.params
+
+
+def test_flax_linen_and_nnx_modules_run_as_themselves_and_fit_a_vae(digits):
+    flax = pytest.importorskip("flax")
+    from flax import linen, nnx
+
+    from ppgen.networks import FlaxNetwork, NnxNetwork
+
+    class Linen(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(8)(linen.relu(linen.Dense(16)(x)))
+
+    with pytest.raises(ConfigError, match=r"Flax linen module \(Linen\), which holds no parameters.*FlaxNetwork"):
+        as_network(Linen())
+    variables = Linen().init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))
+    linen_net = FlaxNetwork(Linen(), variables)
+    assert linen_net.shapes()["Dense_1.kernel"] == (64, 16)  # compact names layers in the order they are made
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 64))
+    params = {k: jnp.asarray(v) for k, v in linen_net.init(0).items()}
+    np.testing.assert_allclose(np.asarray(linen_net.apply(models.nets.ops_for("numpyro"), params, x)),
+                               np.asarray(Linen().apply(variables, x)), rtol=1e-5, atol=1e-5)
+
+    class Decoder(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(4, 16, rngs=rngs)
+            self.out = nnx.Linear(16, 64 * 17, rngs=rngs)
+
+        def __call__(self, z):
+            return self.out(nnx.relu(self.hidden(z)))
+
+    decoder = Decoder(nnx.Rngs(0))
+    net = as_network(decoder)
+    assert isinstance(net, NnxNetwork) and net.shapes()["hidden.kernel"] == (4, 16)
+    z = jax.random.normal(jax.random.PRNGKey(2), (2, 3, 4))
+    params = {k: jnp.asarray(v) for k, v in net.init(0).items()}
+    np.testing.assert_allclose(np.asarray(net.apply(models.nets.ops_for("numpyro"), params, z)),
+                               np.asarray(decoder(z.reshape(6, 4)).reshape(2, 3, -1)), rtol=1e-5, atol=1e-5)
+
+    class Encoder(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(8)(linen.relu(linen.Dense(16)(x)))
+
+    encoder = FlaxNetwork(Encoder(), Encoder().init(jax.random.PRNGKey(3), jnp.zeros((1, 64))))
+    spec = _vae(encoder, Decoder(nnx.Rngs(1)))
+    assert spec.backend == "numpyro"
+    fit = ppgen.fit(spec, digits, inference.SVI(elbo="meanfield", steps=30, batch_size=100, lr=3e-3), progress=False)
+    losses = [h["loss"] for h in fit.history]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert "encoder.Dense_0.kernel" in fit.params and "decoder.out.kernel" in fit.params
+    assert np.all(np.isfinite(fit.log_likelihood(digits.test[:10], num_samples=8)))
