@@ -160,7 +160,52 @@ class TorchNetwork(Network):
         return out.reshape(lead + tuple(out.shape[1:]))
 
 
-class EquinoxNetwork(Network):
+class _PytreeNetwork(Network):
+    """What the JAX adapters share: a pytree of fitted arrays named by path, its initial values,
+    and a call over every leading dimension of ``x`` merged into one batch."""
+
+    backend = "numpyro"
+
+    def _keep(self, tree, named=None) -> None:
+        """Remember ``tree``'s structure and values; ``named`` (a pytree with the same leaves in the
+        same order, e.g. Flax's pure dict of an NNX state) gives the names when ``tree``'s own
+        paths would be unreadable."""
+        import jax
+
+        leaves, self._treedef = jax.tree_util.tree_flatten(tree)
+        paths = jax.tree_util.tree_flatten_with_path(tree if named is None else named)[0]
+        if not leaves or len(paths) != len(leaves):
+            raise ConfigError(f"{type(self.module).__name__} has no floating-point arrays ppgen can name and fit")
+        self._names = [_path_name(path) for path, _ in paths]
+        self._values = [np.asarray(leaf, dtype=np.float32) for leaf in leaves]
+
+    def _tree(self, params: dict):
+        import jax
+
+        return jax.tree_util.tree_unflatten(self._treedef, [params[name] for name in self._names])
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}({type(self.module).__name__})"
+
+    def shapes(self) -> dict:
+        return {name: tuple(v.shape) for name, v in zip(self._names, self._values)}
+
+    def init(self, seed: int) -> dict:
+        return {name: v.copy() for name, v in zip(self._names, self._values)}
+
+    @staticmethod
+    def _batched(call, x, extra, per_example: bool = False):
+        """``call`` on ``x`` (and ``extra``) with the leading dimensions merged, under ``jax.vmap``
+        when the module takes one example at a time."""
+        import jax
+
+        lead = tuple(x.shape[:-1])
+        args = (_flat(x, lead),) if extra is None else (_flat(x, lead), _flat(extra, lead))
+        out = jax.vmap(call)(*args) if per_example else call(*args)
+        return out.reshape(lead + tuple(out.shape[1:]))
+
+
+class EquinoxNetwork(_PytreeNetwork):
     """An Equinox module as a network of the NumPyro backend.
 
     Its parameters are the module's floating-point arrays (``eqx.partition(module,
@@ -174,47 +219,23 @@ class EquinoxNetwork(Network):
         module: the ``equinox.Module``.
     """
 
-    backend = "numpyro"
-
     def __init__(self, module):
         import equinox as eqx
-        import jax
 
         if not isinstance(module, eqx.Module):
             raise ConfigError(f"EquinoxNetwork takes an equinox.Module; got {type(module).__name__}")
-        module = eqx.nn.inference_mode(module, True)
-        self.module = module
-        self._arrays, self._static = eqx.partition(module, eqx.is_inexact_array)
-        self._paths, self._treedef = jax.tree_util.tree_flatten_with_path(self._arrays)
-        if not self._paths:
-            raise ConfigError(f"the Equinox module {type(module).__name__} has no floating-point arrays to fit")
-        self._names = [_path_name(path) for path, _ in self._paths]
-
-    def describe(self) -> str:
-        return f"EquinoxNetwork({type(self.module).__name__})"
-
-    def shapes(self) -> dict:
-        return {name: tuple(leaf.shape) for name, (_, leaf) in zip(self._names, self._paths)}
-
-    def init(self, seed: int) -> dict:
-        return {name: np.asarray(leaf, dtype=np.float32).copy() for name, (_, leaf) in zip(self._names, self._paths)}
+        self.module = eqx.nn.inference_mode(module, True)
+        arrays, self._static = eqx.partition(self.module, eqx.is_inexact_array)
+        self._keep(arrays)
 
     def apply(self, ops, params: dict, x, extra=None):
         import equinox as eqx
-        import jax
 
         self._require_ops(ops)
-        arrays = jax.tree_util.tree_unflatten(self._treedef, [params[name] for name in self._names])
-        module = eqx.combine(arrays, self._static)
-        lead = tuple(x.shape[:-1])
-        if extra is None:
-            out = jax.vmap(module)(_flat(x, lead))
-        else:
-            out = jax.vmap(module)(_flat(x, lead), _flat(extra, lead))
-        return out.reshape(lead + tuple(out.shape[1:]))
+        return self._batched(eqx.combine(self._tree(params), self._static), x, extra, per_example=True)
 
 
-class FlaxNetwork(Network):
+class FlaxNetwork(_PytreeNetwork):
     """A Flax linen module and its variables as a network of the NumPyro backend.
 
     A linen module holds no parameters, so it comes with the variables its ``init`` made:
@@ -229,45 +250,25 @@ class FlaxNetwork(Network):
         variables: what ``module.init`` returned (a dict with a ``"params"`` entry).
     """
 
-    backend = "numpyro"
-
     def __init__(self, module, variables):
-        import jax
-
         if not _is_flax_linen(module):
             raise ConfigError(f"FlaxNetwork takes a flax.linen.Module; got {type(module).__name__}")
+        self.module = module
         try:
             fitted = variables["params"]
             self._rest = {k: v for k, v in variables.items() if k != "params"}
         except (TypeError, KeyError, AttributeError):
             raise ConfigError(f"FlaxNetwork(module, variables): variables must be what module.init(key, x) returned, "
                               f"a dict with 'params'; got {type(variables).__name__}") from None
-        self.module = module
-        paths, self._treedef = jax.tree_util.tree_flatten_with_path(fitted)
-        self._names = [_path_name(path) for path, _ in paths]
-        self._values = [np.asarray(leaf, dtype=np.float32) for _, leaf in paths]
-
-    def describe(self) -> str:
-        return f"FlaxNetwork({type(self.module).__name__})"
-
-    def shapes(self) -> dict:
-        return {name: tuple(v.shape) for name, v in zip(self._names, self._values)}
-
-    def init(self, seed: int) -> dict:
-        return {name: v.copy() for name, v in zip(self._names, self._values)}
+        self._keep(fitted)
 
     def apply(self, ops, params: dict, x, extra=None):
-        import jax
-
         self._require_ops(ops)
-        tree = jax.tree_util.tree_unflatten(self._treedef, [params[name] for name in self._names])
-        lead = tuple(x.shape[:-1])
-        args = (_flat(x, lead),) if extra is None else (_flat(x, lead), _flat(extra, lead))
-        out = self.module.apply({"params": tree, **self._rest}, *args)
-        return out.reshape(lead + tuple(out.shape[1:]))
+        variables = {"params": self._tree(params), **self._rest}
+        return self._batched(lambda *args: self.module.apply(variables, *args), x, extra)
 
 
-class NnxNetwork(Network):
+class NnxNetwork(_PytreeNetwork):
     """A Flax NNX module as a network of the NumPyro backend.
 
     Its ``nnx.Param`` variables are fitted, named by their path (``"linear1.kernel"``), starting
@@ -279,43 +280,20 @@ class NnxNetwork(Network):
         module: the ``flax.nnx.Module``.
     """
 
-    backend = "numpyro"
-
     def __init__(self, module):
-        import jax
         from flax import nnx
 
         if not isinstance(module, nnx.Module):
             raise ConfigError(f"NnxNetwork takes a flax.nnx.Module; got {type(module).__name__}")
         self.module = module
         self._graph, params, self._rest = nnx.split(module, nnx.Param, ...)
-        leaves, self._treedef = jax.tree_util.tree_flatten(params)
-        pure = nnx.to_pure_dict(params)
-        paths = jax.tree_util.tree_flatten_with_path(pure)[0]
-        if len(paths) != len(leaves) or not leaves:
-            raise ConfigError(f"the NNX module {type(module).__name__} has no parameters ppgen can name")
-        self._names = [_path_name(path) for path, _ in paths]
-        self._values = [np.asarray(leaf, dtype=np.float32) for _, leaf in paths]
-
-    def describe(self) -> str:
-        return f"NnxNetwork({type(self.module).__name__})"
-
-    def shapes(self) -> dict:
-        return {name: tuple(v.shape) for name, v in zip(self._names, self._values)}
-
-    def init(self, seed: int) -> dict:
-        return {name: v.copy() for name, v in zip(self._names, self._values)}
+        self._keep(params, named=nnx.to_pure_dict(params))
 
     def apply(self, ops, params: dict, x, extra=None):
-        import jax
         from flax import nnx
 
         self._require_ops(ops)
-        state = jax.tree_util.tree_unflatten(self._treedef, [params[name] for name in self._names])
-        module = nnx.merge(self._graph, state, self._rest)
-        lead = tuple(x.shape[:-1])
-        out = module(_flat(x, lead)) if extra is None else module(_flat(x, lead), _flat(extra, lead))
-        return out.reshape(lead + tuple(out.shape[1:]))
+        return self._batched(nnx.merge(self._graph, self._tree(params), self._rest), x, extra)
 
 
 def _path_name(path) -> str:
