@@ -211,11 +211,11 @@ class AAE(_ImplicitFamily):
         return 2.0 * self.latent_dim * var
 
     # ---- networks over a flat parameter dict ------------------------------------------------------
-    def encode_codes(self, ops, params: dict, x):
-        return self.networks()["encoder"].apply(ops, _sub(params, "encoder"), self._encoder_input(x))
+    def encode_codes(self, ops, params: dict, x, training: bool = False):
+        return self.networks()["encoder"].apply(ops, _sub(params, "encoder"), self._encoder_input(x), training=training)
 
-    def _decoder_dist(self, ppl, ops, params: dict, z):
-        out = self.networks()["decoder"].apply(ops, _sub(params, "decoder"), z)
+    def _decoder_dist(self, ppl, ops, params: dict, z, training: bool = False):
+        out = self.networks()["decoder"].apply(ops, _sub(params, "decoder"), z, training=training)
         d = ppl.dist
         if self.likelihood == "bernoulli":
             return d.Bernoulli(logits=out, validate_args=False).to_event(1)
@@ -273,14 +273,14 @@ class AAE(_ImplicitFamily):
             return self._prior_draws(rand, batch["x"].shape[0], means), None
 
         def fake(params, batch, rand):
-            return self.encode_codes(ops, params, batch["x"]), None
+            return self.encode_codes(ops, params, batch["x"], training=True), None
 
         def critic(params, values, condition):
-            return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), values)
+            return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), values, training=True)
 
         def generator_terms(params, batch, codes, rand):
             x = batch["x"]
-            nll = -self._decoder_dist(ppl, ops, params, codes).log_prob(self._observed(ppl, x)).mean()
+            nll = -self._decoder_dist(ppl, ops, params, codes, training=True).log_prob(self._observed(ppl, x)).mean()
             loss = nll / self.data_dim
             out = {"reconstruction": nll}
             if self.regularizer == "mmd":

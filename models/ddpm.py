@@ -522,23 +522,23 @@ class DDPM(ModelSpec):
         return shape
 
     def _denoiser(self, backend: str):
-        """``denoise(weights, x_t, t)`` for ``backend``: the network's output at float32 (run in
+        """``denoise(weights, x_t, t, training=False)`` for ``backend``: the network's output at float32 (run in
         bfloat16 when ``mixed_precision``)."""
         net, ops = self._network(), ops_for(backend)
         if not self.mixed_precision:
-            return lambda weights, x_t, t: net.apply(ops, weights, x_t, t)
+            return lambda weights, x_t, t, training=False: net.apply(ops, weights, x_t, t, training=training)
         if backend == "pyro":
             import torch
 
-            def denoise(weights, x_t, t):
+            def denoise(weights, x_t, t, training=False):
                 with torch.autocast(x_t.device.type, dtype=torch.bfloat16):
-                    return net.apply(ops, weights, x_t, t).float()
+                    return net.apply(ops, weights, x_t, t, training=training).float()
             return denoise
         import jax.numpy as jnp
 
-        def denoise(weights, x_t, t):
+        def denoise(weights, x_t, t, training=False):
             low = {k: v.astype(jnp.bfloat16) for k, v in weights.items()}
-            return net.apply(ops, low, x_t.astype(jnp.bfloat16), t).astype(jnp.float32)
+            return net.apply(ops, low, x_t.astype(jnp.bfloat16), t, training=training).astype(jnp.float32)
         return denoise
 
     def _initial_values(self, be, device, seed: int) -> dict:
@@ -576,7 +576,7 @@ class DDPM(ModelSpec):
             return ppl.dist.Normal(_at(s["sqrt_alphas_cumprod"], t, x0) * x0,
                                    _at(s["sqrt_one_minus_alphas_cumprod"], t, x0), validate_args=False).to_event(1)
 
-        def model(x, index=None, num_data=None):
+        def model(x, index=None, num_data=None, training=False):
             w = weights()
             n = x.shape[0]
             x0, time_plate = chain(x)
@@ -586,7 +586,7 @@ class DDPM(ModelSpec):
                     t = steps.reshape(-1, 1)                                         # (k, 1), 0-based
                     x_t = ppl.sample("x_t", jump(x0, t))                             # (k, n, D)
                     t_rows = ppl.broadcast_to(t, tuple(x_t.shape[:-1]))
-                    mean, _, log_var, _ = self.p_mean_variance(denoise(w, x_t, t_rows), x_t, t, clip=False)
+                    mean, _, log_var, _ = self.p_mean_variance(denoise(w, x_t, t_rows, training), x_t, t, clip=False)
                     first = t == 0
                     scale = ppl.xp.exp(0.5 * log_var)
                     ppl.sample("x_prev", ppl.dist.Normal(mean, scale, validate_args=False).to_event(1).mask(~first))

@@ -256,19 +256,21 @@ class GAN(_ImplicitFamily):
         return x
 
     # ---- the networks as functions of a flat parameter dict -----------------------------------
-    def generate(self, ops, params: dict, z, condition=None):
-        """x = G(z[, y]) with the output activation; ``params`` holds ``generator.*``."""
+    def generate(self, ops, params: dict, z, condition=None, training: bool = False):
+        """x = G(z[, y]) with the output activation; ``params`` holds ``generator.*``; ``training``:
+        the networks' training mode (the game's updates)."""
         nets = self.networks()
-        out = nets["generator"].apply(ops, _sub(params, "generator"), z, condition)
+        out = nets["generator"].apply(ops, _sub(params, "generator"), z, condition, training=training)
         if self.output == "tanh":
             return ops.activation("tanh", out)
         if self.output == "sigmoid":
             return 0.5 * ops.activation("tanh", 0.5 * out) + 0.5
         return out
 
-    def discriminate(self, ops, params: dict, x, condition=None):
+    def discriminate(self, ops, params: dict, x, condition=None, training: bool = False):
         """The discriminator's score per example, shape (N, 1); ``params`` holds ``discriminator.*``."""
-        return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), x, condition)
+        return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), x, condition,
+                                                      training=training)
 
     # ---- the program ---------------------------------------------------------------------
     def build(self, backend: str, form: str, *, data: np.ndarray, guide: str | None = None, seed: int = 0,
@@ -295,10 +297,10 @@ class GAN(_ImplicitFamily):
         def fake(params, batch, rand):
             x = batch["x"]
             cond = self._onehot(ppl, batch.get("y"), x)
-            return self.generate(ops, params, rand.normal((x.shape[0], K)), cond), cond
+            return self.generate(ops, params, rand.normal((x.shape[0], K)), cond, training=True), cond
 
         def critic(params, values, condition):
-            return self.discriminate(ops, params, values, condition)
+            return self.discriminate(ops, params, values, condition, training=True)
 
         nets = self.networks()
         players = {p: tuple(f"{p}.{k}" for k in nets[p].shapes()) for p in ("generator", "discriminator")}

@@ -136,7 +136,7 @@ class HVAE(_AmortizedFamily):
             return ppl.dist.Normal(out[..., :size], softplus(out[..., size:]) + _MIN_SCALE,
                                    validate_args=False).to_event(1)
 
-        def model(x=None, index=None, num_data=None, num=None):
+        def model(x=None, index=None, num_data=None, num=None, training=False):
             weights = {name: ppl.network(name, init[name]) for name in nets if name.startswith("decoder")}
             like = next(iter(weights["decoder"].values()))
             n = x.shape[0] if x is not None else num
@@ -145,19 +145,19 @@ class HVAE(_AmortizedFamily):
                 z = ppl.sample(f"z_{top}", ppl.dist.Normal(ppl.zeros((n, dims[-1]), like), 1.0,
                                                            validate_args=False).to_event(1))
                 for layer in range(top, 1, -1):
-                    out = nets[f"decoder_{layer}"].apply(ops, weights[f"decoder_{layer}"], z)
+                    out = nets[f"decoder_{layer}"].apply(ops, weights[f"decoder_{layer}"], z, training=training)
                     z = ppl.sample(f"z_{layer - 1}", gaussian(out, dims[layer - 2]))
-                out = nets["decoder"].apply(ops, weights["decoder"], z)
+                out = nets["decoder"].apply(ops, weights["decoder"], z, training=training)
                 ppl.sample("x", self._observation(ppl, out, x_scale), obs=self._observed(ppl, x))
 
-        def amortized_guide(x, index=None, num_data=None, num=None):
+        def amortized_guide(x, index=None, num_data=None, num=None, training=False):
             weights = {name: ppl.network(name, init[name]) for name in nets if name.startswith("encoder")}
             n = x.shape[0]
             with ppl.plate("data", num_data or n, index=index, subsample_size=n):
-                out = nets["encoder"].apply(ops, weights["encoder"], self._encoder_input(x))
+                out = nets["encoder"].apply(ops, weights["encoder"], self._encoder_input(x), training=training)
                 z = ppl.sample("z_1", gaussian(out, dims[0]))
                 for layer in range(2, top + 1):
-                    out = nets[f"encoder_{layer}"].apply(ops, weights[f"encoder_{layer}"], z)
+                    out = nets[f"encoder_{layer}"].apply(ops, weights[f"encoder_{layer}"], z, training=training)
                     z = ppl.sample(f"z_{layer}", gaussian(out, dims[layer - 1]))
 
         return BuiltProgram(backend, model, amortized_guide, form, self, int(data.shape[0]), max_plate_nesting=1)

@@ -478,21 +478,21 @@ class VAE(_AmortizedFamily):
         K = self.latent_dim
         softplus = functools.partial(ops.activation, "softplus")
 
-        def model(x=None, y=None, index=None, num_data=None, num=None):
+        def model(x=None, y=None, index=None, num_data=None, num=None, training=False):
             weights = ppl.network("decoder", init["decoder"])
             like = next(iter(weights.values()))
             n = x.shape[0] if x is not None else num
             x_scale = self._x_scale(ppl, init)
             with ppl.plate("data", num_data or n, index=index, subsample_size=n):
                 z = ppl.sample("z", ppl.dist.Normal(ppl.zeros((n, K), like), 1.0, validate_args=False).to_event(1))
-                out = decoder.apply(ops, weights, z, self._label_features(ppl, y, like, z.shape[:-1]))
+                out = decoder.apply(ops, weights, z, self._label_features(ppl, y, like, z.shape[:-1]), training=training)
                 ppl.sample("x", self._observation(ppl, out, x_scale), obs=self._observed(ppl, x))
 
-        def amortized_guide(x, y=None, index=None, num_data=None, num=None):
+        def amortized_guide(x, y=None, index=None, num_data=None, num=None, training=False):
             weights = ppl.network("encoder", init["encoder"])
             n = x.shape[0]
             with ppl.plate("data", num_data or n, index=index, subsample_size=n):
-                out = encoder.apply(ops, weights, self._encoder_input(x), self._label_features(ppl, y, x))
+                out = encoder.apply(ops, weights, self._encoder_input(x), self._label_features(ppl, y, x), training=training)
                 loc, scale = out[..., :K], softplus(out[..., K:]) + _MIN_SCALE
                 ppl.sample("z", ppl.dist.Normal(loc, scale, validate_args=False).to_event(1))
 

@@ -5,7 +5,9 @@ denoiser) is anything with
 
 - ``shapes()``: the name and shape of every parameter;
 - ``init(seed)``: their initial values as float32 numpy arrays;
-- ``apply(ops, params, x, extra=None)``: the forward pass over a dict of named backend arrays.
+- ``apply(ops, params, x, extra=None, training=False)``: the forward pass over a dict of named
+  backend arrays; ``training`` says whether it runs in training mode (dropout on), which the
+  programs receive from the inference as their ``training`` keyword.
   ``ops`` is ``models.nets.ops_for(backend)`` (whose ``name`` is ``"torch"`` or ``"jax"``);
   ``extra`` is the second input, where the family has one (one-hot labels of a conditional
   family, the timesteps of a denoiser). Inputs may carry leading dimensions beyond the batch
@@ -85,7 +87,7 @@ class Network:
     def num_parameters(self) -> int:
         return int(sum(np.prod(s) for s in self.shapes().values()))
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -116,9 +118,10 @@ class TorchNetwork(Network):
     from the module's values as given (build the module after ``torch.manual_seed`` for a
     reproducible start; ``init``'s seed is not used). The forward pass is
     ``torch.func.functional_call(module, params, (x,) or (x, extra))`` with every leading
-    dimension of ``x`` merged into one batch dimension, in the module's evaluation mode (dropout
-    and batch-norm statistics of the module off), so that a program's likelihood is a
-    deterministic function of its parameters. Buffers (running statistics) are the module's own.
+    dimension of ``x`` merged into one batch dimension, in the module's training mode
+    (``module.train()``: dropout on) when ``training`` and in its evaluation mode otherwise, so
+    that likelihoods, samples and encodings are deterministic functions of the parameters.
+    Buffers (running statistics) are the module's own.
 
     Args:
         module: the ``torch.nn.Module``; it takes a batch (B, ...) of inputs and returns (B, ...).
@@ -145,14 +148,14 @@ class TorchNetwork(Network):
         return {name: p.detach().cpu().numpy().astype(np.float32).copy()
                 for name, p in self.module.named_parameters()}
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         import torch
 
         self._require_ops(ops)
         lead = tuple(x.shape[:-1])
         args = (_flat(x, lead),) if extra is None else (_flat(x, lead), _flat(extra, lead))
         was_training = self.module.training
-        self.module.train(False)
+        self.module.train(bool(training))
         try:
             out = torch.func.functional_call(self.module, params, args)
         finally:
@@ -213,7 +216,8 @@ class EquinoxNetwork(_PytreeNetwork):
     start from the module's values as given. The module is called on one example at a time, as
     Equinox modules are written (``eqx.nn.MLP`` takes a vector), under ``jax.vmap`` over every
     leading dimension of ``x``; ``extra`` (labels, timesteps) is the second argument. Layers
-    with an inference switch (``eqx.nn.Dropout``) run in inference mode.
+    with an inference switch (``eqx.nn.Dropout``) always run in inference mode (their training
+    mode needs a key per call, which the adapter does not pass).
 
     Args:
         module: the ``equinox.Module``.
@@ -228,7 +232,7 @@ class EquinoxNetwork(_PytreeNetwork):
         arrays, self._static = eqx.partition(self.module, eqx.is_inexact_array)
         self._keep(arrays)
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         import equinox as eqx
 
         self._require_ops(ops)
@@ -243,7 +247,8 @@ class FlaxNetwork(_PytreeNetwork):
     fitted, named by its path (``"Dense_0.kernel"``, Flax's (in, out) layout); other collections
     (batch statistics) stay as given. The module is called on a batch, as linen modules are
     written, with every leading dimension of ``x`` merged into one; ``extra`` is the second
-    argument.
+    argument. The module runs as written (pass ``deterministic`` switches through its own
+    attributes); ``training`` is not forwarded.
 
     Args:
         module: the ``flax.linen.Module``.
@@ -262,7 +267,7 @@ class FlaxNetwork(_PytreeNetwork):
                               f"a dict with 'params'; got {type(variables).__name__}") from None
         self._keep(fitted)
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         self._require_ops(ops)
         variables = {"params": self._tree(params), **self._rest}
         return self._batched(lambda *args: self.module.apply(variables, *args), x, extra)
@@ -274,7 +279,8 @@ class NnxNetwork(_PytreeNetwork):
     Its ``nnx.Param`` variables are fitted, named by their path (``"linear1.kernel"``), starting
     from the module's values; every other state stays as given. The module is called on a batch,
     as NNX modules are written, with every leading dimension of ``x`` merged into one; ``extra``
-    is the second argument.
+    is the second argument. The module runs in the mode it is in (``module.eval()`` or
+    ``module.train()`` before handing it over); ``training`` is not forwarded.
 
     Args:
         module: the ``flax.nnx.Module``.
@@ -289,7 +295,7 @@ class NnxNetwork(_PytreeNetwork):
         self._graph, params, self._rest = nnx.split(module, nnx.Param, ...)
         self._keep(params, named=nnx.to_pure_dict(params))
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         from flax import nnx
 
         self._require_ops(ops)

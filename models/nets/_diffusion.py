@@ -119,7 +119,7 @@ class TimeMLP(_TimeEmbedded):
         out.update({"out.weight": (self.data_dim, widths[-1]), "out.bias": (self.data_dim,)})
         return out
 
-    def apply(self, ops, params: dict, x, t):
+    def apply(self, ops, params: dict, x, t, training: bool = False):
         temb = self._time_features(ops, params, t, x)
         h = ops.linear(x, params["input.weight"], params["input.bias"])
         for i in range(len(self.hidden_dims)):
@@ -242,7 +242,7 @@ class UNet(_TimeEmbedded):
             h = ops.conv2d(h, params[f"{name}.skip.weight"], params[f"{name}.skip.bias"], 1)
         return h + out
 
-    def apply(self, ops, params: dict, x, t):
+    def apply(self, ops, params: dict, x, t, training: bool = False):
         lead, (H, W, C) = tuple(x.shape[:-1]), (self.height, self.width, self.in_channels)
         temb = ops.reshape(self._time_features(ops, params, t, x), (-1, self.time_width))
         h = ops.transpose(ops.reshape(x, (-1, H, W, C)), (0, 3, 1, 2))            # (n, C, H, W)

@@ -145,7 +145,7 @@ class DCGANGenerator(_DCGAN):
         h = ops.reshape(h, (-1, self.channels[0], self.height // 4, self.width // 4))
         return ops.batch_norm(h, params["bn0.weight"], params["bn0.bias"])
 
-    def apply(self, ops, params: dict, z, extra=None):
+    def apply(self, ops, params: dict, z, extra=None, training: bool = False):
         lead = tuple(z.shape[:-1])
         h = ops.activation("relu", self._project(ops, params, z, extra))
         h = ops.conv_transpose2d(h, params["deconv0.weight"], params["deconv0.bias"], _STRIDE, _PADDING)
@@ -198,7 +198,7 @@ class DCGANDiscriminator(_DCGAN):
                 "conv1.weight": (c1, c0, k, k), "conv1.bias": (c1,),
                 "out.weight": (self.out_dim, flat + self.extra_dim), "out.bias": (self.out_dim,)}
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         lead = tuple(x.shape[:-1])
         h = ops.transpose(ops.reshape(x, (-1, self.height, self.width, self.in_channels)), (0, 3, 1, 2))
         for i in range(2):

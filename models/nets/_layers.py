@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from ppgen.backends import is_training
 from ppgen.errors import ConfigError
 from ppgen.networks import Network
 
@@ -48,9 +47,9 @@ class _TorchOps:
         return {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "silu": F.silu, "tanh": self.xp.tanh,
                 "softplus": F.softplus}[name](x)
 
-    def dropout(self, x, rate: float):
-        """Inverted dropout of ``rate`` in training mode (torch's global RNG); identity otherwise."""
-        if rate <= 0 or not is_training():
+    def dropout(self, x, rate: float, training: bool = False):
+        """Inverted dropout of ``rate`` when ``training`` (torch's global RNG); identity otherwise."""
+        if rate <= 0 or not training:
             return x
         return self.F.dropout(x, rate, training=True)
 
@@ -134,10 +133,10 @@ class _JaxOps:
         return {"relu": nn.relu, "elu": nn.elu, "silu": nn.silu, "tanh": self.xp.tanh,
                 "softplus": nn.softplus}[name](x)
 
-    def dropout(self, x, rate: float):
-        """Inverted dropout of ``rate`` in training mode, with a key from NumPyro's seed handler
+    def dropout(self, x, rate: float, training: bool = False):
+        """Inverted dropout of ``rate`` when ``training``, with a key from NumPyro's seed handler
         (``numpyro.prng_key()``); identity otherwise."""
-        if rate <= 0 or not is_training():
+        if rate <= 0 or not training:
             return x
         import warnings
 
@@ -246,13 +245,13 @@ class MLP(Network):
             out[f"{i}.bias"] = (b,)
         return out
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         h = x if extra is None else ops.concat([x, extra])
         last = len(self.sizes) - 2
         for i in range(last + 1):
             h = ops.linear(h, params[f"{i}.weight"], params[f"{i}.bias"])
             if i < last:
-                h = ops.dropout(ops.activation(self.activation, h), self.dropout)
+                h = ops.dropout(ops.activation(self.activation, h), self.dropout, training)
         return h
 
 
@@ -306,7 +305,7 @@ class ConvEncoder(Network):
                 "hidden.weight": (self.hidden_dim, flat + self.extra_dim), "hidden.bias": (self.hidden_dim,),
                 "out.weight": (self.out_dim, self.hidden_dim), "out.bias": (self.out_dim,)}
 
-    def apply(self, ops, params: dict, x, extra=None):
+    def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         lead = tuple(x.shape[:-1])
         h = ops.reshape(x, (-1, self.height, self.width, self.in_channels))
         h = ops.transpose(h, (0, 3, 1, 2))
@@ -316,7 +315,7 @@ class ConvEncoder(Network):
         if extra is not None:
             h = ops.concat([h, extra])
         h = ops.activation(self.activation, ops.linear(h, params["hidden.weight"], params["hidden.bias"]))
-        return ops.linear(ops.dropout(h, self.dropout), params["out.weight"], params["out.bias"])
+        return ops.linear(ops.dropout(h, self.dropout, training), params["out.weight"], params["out.bias"])
 
 
 class ConvDecoder(Network):
@@ -343,12 +342,12 @@ class ConvDecoder(Network):
                 "conv1.weight": (self.out_channels * self.values, c1, 3, 3),
                 "conv1.bias": (self.out_channels * self.values,)}
 
-    def apply(self, ops, params: dict, z, extra=None):
+    def apply(self, ops, params: dict, z, extra=None, training: bool = False):
         c1, c2 = self.channels
         lead = tuple(z.shape[:-1])
         h = z if extra is None else ops.concat([z, extra])
         h = ops.activation(self.activation, ops.linear(h, params["hidden.weight"], params["hidden.bias"]))
-        h = ops.dropout(h, self.dropout)
+        h = ops.dropout(h, self.dropout, training)
         h = ops.activation(self.activation, ops.linear(h, params["grid.weight"], params["grid.bias"]))
         h = ops.reshape(h, (-1, c2, self.height // 4, self.width // 4))
         h = ops.activation(self.activation, ops.conv2d(ops.upsample2(h), params["conv0.weight"],

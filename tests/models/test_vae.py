@@ -293,8 +293,6 @@ def test_ema_of_parameters_is_the_fits_result(backend):
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_dropout_only_in_training_mode(backend):
-    from ppgen.backends import training
-
     net = MLP(10, (400,), 400, "relu", dropout=0.25)
     ops = ops_for(backend)
     params = {k: ops.xp.asarray(v) for k, v in net.init(seed=1).items()}
@@ -304,16 +302,17 @@ def test_dropout_only_in_training_mode(backend):
     if backend == "numpyro":
         import numpyro
 
-        with training(), pytest.raises(RuntimeError, match="random key"):
-            net.apply(ops, params, x)
+        with pytest.raises(RuntimeError, match="random key"):
+            net.apply(ops, params, x, training=True)
         seeded = numpyro.handlers.seed(rng_seed=0)
     else:
         import contextlib
 
         seeded = contextlib.nullcontext()
-    with seeded, training():
-        a, b = np.asarray(net.apply(ops, params, x)), np.asarray(net.apply(ops, params, x))
-        h = np.asarray(ops.dropout(ops.xp.ones((200, 400)), 0.25))
+    with seeded:
+        a, b = np.asarray(net.apply(ops, params, x, training=True)), np.asarray(net.apply(ops, params, x, training=True))
+        h = np.asarray(ops.dropout(ops.xp.ones((200, 400)), 0.25, training=True))
+        assert np.allclose(np.asarray(net.apply(ops, params, x)), np.asarray(hidden.apply(ops, params, x)))
     assert not np.allclose(a, b)
     assert np.mean(h == 0) == pytest.approx(0.25, abs=0.01)
     assert set(np.unique(h)) == {0.0, np.float32(1 / 0.75)}
