@@ -151,6 +151,9 @@ class ModelSpec(Config):
     refusals: ClassVar[dict] = {}
     #: the optional methods (keys of CAPABILITIES) this family implements
     capabilities: ClassVar[frozenset] = frozenset()
+    #: the backend the spec is bound to (a spec holding a person's own torch or JAX networks);
+    #: None: either backend, chosen by ``ppgen.fit(..., backend=...)``
+    backend: ClassVar[Optional[str]] = None
     #: whether programs, sampling and scoring take an integer label per example
     conditional: ClassVar[bool] = False
     #: log_likelihood is a Monte Carlo estimate taking ``num_samples`` (else exact)
