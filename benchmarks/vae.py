@@ -46,7 +46,7 @@ def ppgen_seconds(spec, data, backend, epochs, batch):
 
 
 def _initial(spec):
-    nets = spec._networks()
+    nets = spec.networks()
     return nets, {f"{name}.{k}": v for i, (name, net) in enumerate(nets.items())
                   for k, v in net.init(0 * 1009 + i).items()}
 
