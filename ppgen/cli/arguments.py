@@ -28,6 +28,7 @@ class _Formatter(argparse.HelpFormatter):
 
 
 def formatter(prog):
+    """The help formatter of every ppgen command (wide option column; examples kept as written)."""
     return _Formatter(prog, max_help_position=34)
 
 
@@ -144,6 +145,8 @@ def _add_fields(parser, cls, kind: str, used: set) -> list:
 
 
 def add_data_options(parser, *, reload_note: bool) -> None:
+    """The data options (--data, --view, --data-path, --data-seed, --data-n); ``reload_note``: the
+    default is the run's own data, reloaded (evaluate, inspect), instead of the digits."""
     group = parser.add_argument_group("data")
     default = "the run's own data, reloaded" if reload_note else "digits"
     group.add_argument("--data", metavar="NAME", default=None if reload_note else "digits",
@@ -160,6 +163,8 @@ def add_data_options(parser, *, reload_note: bool) -> None:
 
 
 def fit_parser(model_cls=None, inference_cls=None, add_help: bool = True):
+    """The parser of ``ppgen fit`` with one option per field of ``model_cls`` and ``inference_cls``
+    (when given); returns (parser, the (dest, field name) pairs of those options)."""
     from ..backends import BACKENDS
     from ..registry import inference_classes, model_classes
 
@@ -209,6 +214,7 @@ def given_options(fields: list, values: dict) -> tuple[dict, dict]:
 
 
 def model_class(name: str):
+    """The spec class of the family ``name``; an unknown name is refused with the registry's suggestion."""
     from ..registry import model_classes, resolve_model
 
     classes = model_classes()
@@ -220,12 +226,14 @@ def model_class(name: str):
 
 
 def inference_class(name: str):
+    """The inference class of ``name`` (a name or a shorthand such as "nuts")."""
     from ..registry import resolve_inference
 
     return type(resolve_inference(name))
 
 
 def add_load_device(parser) -> None:
+    """The --device option of the commands that load a run."""
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:N (default: where the run was fitted if this machine has it, "
                              "else the best this machine has)")

@@ -24,6 +24,7 @@ __all__ = ["cmd_fit", "cmd_compare", "cmd_sample", "cmd_evaluate", "cmd_inspect"
 # ppgen fit
 # ======================================================================================
 def cmd_fit(argv: list) -> int:
+    """``ppgen fit MODEL ...``: fit, write the run folder and its report, print the metrics."""
     import ppgen
 
     from ..registry import resolve_inference, resolve_model
@@ -90,6 +91,7 @@ def _parse_values(text: str, tp) -> list:
 
 
 def cmd_compare(argv: list) -> int:
+    """``ppgen compare MODEL --vary NAME=VALUES ...``: one fit per value, ranked by LOO or BIC."""
     import ppgen
 
     from ..checkpoint import atomic_write_bytes
@@ -170,6 +172,7 @@ def cmd_compare(argv: list) -> int:
 # ppgen sample
 # ======================================================================================
 def cmd_sample(argv: list) -> int:
+    """``ppgen sample RUN``: new examples as a figure and a .npy (and a diffusion model's chain)."""
     import ppgen
 
     parser = argparse.ArgumentParser(
@@ -220,6 +223,7 @@ def cmd_sample(argv: list) -> int:
 # ppgen evaluate
 # ======================================================================================
 def cmd_evaluate(argv: list) -> int:
+    """``ppgen evaluate RUN``: the metrics of one split, printed and merged into metrics.json."""
     import ppgen
 
     from ..checkpoint import read_json, write_json
@@ -274,6 +278,7 @@ def cmd_evaluate(argv: list) -> int:
 # ppgen inspect
 # ======================================================================================
 def cmd_inspect(argv: list) -> int:
+    """``ppgen inspect RUN``: the ArviZ summary and plots (a point estimate's table)."""
     import ppgen
 
     parser = argparse.ArgumentParser(
@@ -313,6 +318,7 @@ def cmd_inspect(argv: list) -> int:
 # ppgen models
 # ======================================================================================
 def cmd_models(argv: list) -> int:
+    """``ppgen models``: the families, the inference that fits each, and backends."""
     from ..registry import support_table
 
     parser = argparse.ArgumentParser(prog="ppgen models", formatter_class=formatter,

@@ -11,6 +11,7 @@ __all__ = ["load_data", "reload_data", "data_for_run", "data_label", "split_labe
 
 
 def load_data(name: str, view=None, path=None, seed: int = 0, n=None):
+    """The dataset ``name`` (a path ending in .npz is read as one); ``seed`` and ``n`` shape the 2-D toys."""
     from .. import datasets
 
     if path is not None:
@@ -49,6 +50,7 @@ def reload_data(meta: dict, run):
 
 
 def data_for_run(args, fit, run):
+    """The data named on the command line, else the data the run was fitted on, reloaded."""
     if args.data is not None:
         return load_data(args.data, args.view, args.data_path, args.data_seed, args.data_n)
     if args.view is not None or args.data_path is not None:
@@ -57,6 +59,7 @@ def data_for_run(args, fit, run):
 
 
 def data_label(meta: dict) -> str:
+    """"digits (unit)": a dataset's name and view, for printed lines."""
     name = meta.get("name", "data")
     return f"{name} ({meta['view']})" if meta.get("view") else str(name)
 

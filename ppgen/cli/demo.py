@@ -176,6 +176,7 @@ def _demo_gan(out: Path, quick: bool, seed: int, stages) -> dict:
 
 
 def cmd_demo(argv: list) -> int:
+    """``ppgen demo``: PPCA (closed form, NUTS), a VAE, a DDPM and GANs end to end, with a report."""
     import ppgen
 
     from .. import datasets
@@ -253,20 +254,21 @@ def cmd_demo(argv: list) -> int:
     for key, entry in report["runs"].items():
         if key in ("vae", "ddpm", "gan_ring", "cgan_digits"):
             continue
-        rows.append([key, format_number(entry["test_log_likelihood"], 3), format_number(entry["test_log_likelihood_se"], 3),
+        rows.append([key, format_number(entry["test_log_likelihood"], 3),
+                     format_number(entry["test_log_likelihood_se"], 3),
                      format_number(entry["val_log_likelihood"], 3), f"{entry['fit_seconds']:.1f}",
                      str(entry.get("divergences", "-"))])
     print()
     print("PPCA(latent_dim=8) on digits, log-likelihood in nats per example (higher is better):")
     print(format_table(rows, ["method", "test", "+/- se", "val", "fit seconds", "divergences"]))
     vae = report["runs"]["vae"]
-    print(f"\nVAE on digits (17-level categorical): test NLL {format_number(-vae['test_log_likelihood'], 2)} nats per image "
-          f"(importance sampling, {vae['eval_samples']} samples), {vae['epochs']} epochs in "
+    print(f"\nVAE on digits (17-level categorical): test NLL {format_number(-vae['test_log_likelihood'], 2)} nats "
+          f"per image (importance sampling, {vae['eval_samples']} samples), {vae['epochs']} epochs in "
           f"{vae['fit_seconds']:.1f} s; "
           f"grids in {vae['run_dir']}")
     ddpm = report["runs"]["ddpm"]
-    print(f"DDPM on digits (discretised 17 levels): test bound {format_number(-ddpm['test_log_likelihood'], 2)} nats per image "
-          f"({format_number(ddpm['test_bits_per_dim'], 3)} bits/dim), Fréchet(DDIM-50 samples, test) "
+    print(f"DDPM on digits (discretised 17 levels): test bound {format_number(-ddpm['test_log_likelihood'], 2)} nats "
+          f"per image ({format_number(ddpm['test_bits_per_dim'], 3)} bits/dim), Fréchet(DDIM-50 samples, test) "
           f"{format_number(ddpm['frechet_ddim50'], 2)} (train vs test {format_number(ddpm['frechet_train_test'], 2)}), "
           f"{ddpm['steps']} steps in {ddpm['fit_seconds']:.1f} s; samples and chain in {ddpm['run_dir']}")
     ring, cgan = report["runs"]["gan_ring"], report["runs"]["cgan_digits"]

@@ -65,6 +65,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def title(fit) -> str:
+    """The figures' title: the family, the inference and the backend."""
     return f"{type(fit.model).__name__}, {fit.inference.title}, {fit.backend}"
 
 
@@ -125,6 +126,7 @@ def _has_curves(history) -> bool:
 
 
 def is_implicit(fit) -> bool:
+    """Whether the fitted family is implicit (only samples, no likelihood): its forms are ("implicit",)."""
     return fit.model.forms == ("implicit",)
 
 
@@ -140,7 +142,7 @@ def sample_metrics(fit, x, labels, meta: dict, seed: int) -> dict:
     out: dict = {"num_examples": int(len(x))}
     conditional = fit.model.conditional
     if fit.model.supports("prior_sample"):
-        codes = fit.model.encode(fit.backend, fit.params, x[:n])
+        codes = fit.encode(x[:n])
         out["latent_energy_distance"] = pm.energy_distance(codes, fit.model.prior_sample(n, seed))
     options = {"labels": np.asarray(labels)[:n]} if conditional else {}
     samples = np.asarray(fit.sample(n, seed=seed, **options)).reshape(n, -1)
@@ -166,7 +168,7 @@ def _aae_figure(fit, dataset, run_dir: Path, seed: int) -> list:
         return []
     split = "test" if dataset.test is not None else "train"
     x = getattr(dataset, split)
-    codes = fit.model.encode(fit.backend, fit.params, x)
+    codes = fit.encode(x)
     prior = fit.model.prior_sample(max(len(x), 2000), seed)
     return [plots.aggregated_posterior(codes, prior, run_dir / "aggregated_posterior.png",
                                        labels=split_labels(dataset, split),
@@ -181,7 +183,7 @@ def _sample_count(fit) -> int:
 
 
 def write_report(fit, dataset, run_dir: Path, seconds: float, seed: int,
-               splits=("train", "val", "test"), num_samples=None) -> tuple:
+                 splits=("train", "val", "test"), num_samples=None) -> tuple:
     """samples.png/.npy, curves.png, metrics.json (and for the VAE-like families,
     reconstructions and latent figures) in ``run_dir``; returns (metrics, files)."""
     from .. import plots
@@ -251,6 +253,7 @@ def _latent_figures(fit, dataset, run_dir: Path, seed: int) -> list:
 
 
 def format_number(value, digits: int = 4) -> str:
+    """A number for printed tables: integers as they are, floats with ``digits`` decimals, "n/a" for None or NaN."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -259,6 +262,7 @@ def format_number(value, digits: int = 4) -> str:
 
 
 def format_table(rows: list, header: list) -> str:
+    """A plain-text table of ``rows`` under ``header``, columns aligned."""
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
