@@ -41,14 +41,14 @@ def ppgen_seconds(spec, data, backend, steps, batch):
 
 
 def _initial(spec):
-    return {k: v for k, v in spec._network().init(0 * 1009).items()}
+    return {k: v for k, v in spec.networks()["denoiser"].init(0 * 1009).items()}
 
 
 def torch_seconds(spec, x, steps, batch):
     import torch
 
     torch.set_num_threads(int(os.environ.get("PPGEN_NUM_THREADS", "1")))
-    net, ops = spec._network(), ops_for("pyro")
+    net, ops = spec.networks()["denoiser"], ops_for("pyro")
     params = {k: torch.tensor(v, requires_grad=True) for k, v in _initial(spec).items()}
     opt = torch.optim.Adam(params.values(), lr=1e-3)
     xs = torch.as_tensor(x, dtype=torch.float32)
@@ -79,7 +79,7 @@ def jax_seconds(spec, x, steps, batch):
     import jax.numpy as jnp
     from jax.example_libraries import optimizers
 
-    net, ops = spec._network(), ops_for("numpyro")
+    net, ops = spec.networks()["denoiser"], ops_for("numpyro")
     n, T = x.shape[0], spec.timesteps
     abar = jnp.asarray(spec.alphas_cumprod, dtype=jnp.float32)
     sqrt_abar, sqrt_one_minus = jnp.sqrt(abar), jnp.sqrt(1 - abar)

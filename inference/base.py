@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ppgen.config import Config
 from ppgen.errors import IncompatibleInference
 
-__all__ = ["Inference", "Result"]
+__all__ = ["Inference", "Result", "Plan"]
 
 
 class Result(NamedTuple):
@@ -27,9 +28,47 @@ class Result(NamedTuple):
     sample_stats: Optional[dict] = None
 
 
+class Plan(NamedTuple):
+    """What a fit of one model by one algorithm is, settled once before any work
+    (:meth:`Inference.plan`); ``ppgen.fit`` reads it and asks the algorithm nothing else about
+    the model.
+
+    Attributes:
+        inference: the algorithm with the settings that depend on the model filled in
+            (:meth:`Inference.resolve_for`); the run's config records this one.
+        form: the form of the model it fits (:meth:`Inference.form_for`).
+        guide: the family guide to build (:meth:`Inference.guide_for`), or None.
+        build_options: extra keywords for ``model.build`` (:meth:`Inference.build_options`).
+        num_data: the number of training examples.
+        batch_size: examples per step (:meth:`Inference.batch_size_for`; ``num_data`` for a
+            full-batch algorithm).
+        num_steps: steps of the whole run (:meth:`Inference.num_steps`).
+        steps_per_epoch: steps that see every training example once.
+    """
+
+    inference: Any
+    form: str
+    guide: Optional[str]
+    build_options: dict
+    num_data: int
+    batch_size: int
+    num_steps: int
+    steps_per_epoch: int
+
+    @property
+    def num_epochs(self) -> int:
+        """Epochs of the whole run (the last one may be partial)."""
+        return math.ceil(self.num_steps / max(self.steps_per_epoch, 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class Inference(Config):
-    """Base of inference objects: frozen, typed, validated configuration plus init/step."""
+    """Base of inference objects: frozen, typed, validated configuration plus init/step.
+
+    ``step`` returns ``(state, info)`` with ``info`` a NamedTuple: its float fields become the
+    step's record in ``Fit.history``; a boolean field ``done`` that is True ends the run (an
+    algorithm that decides its own end, such as EM after its restarts: see :meth:`finished`).
+    """
 
     kind: ClassVar[str] = "inference"
     #: True when every step sees the whole training set (closed form, EM, MCMC)
@@ -40,6 +79,10 @@ class Inference(Config):
     #: checkpoint with other values is refused; every other option (learning rate, its schedule,
     #: steps, epochs, batch size, ...) may change between a checkpoint and its resumption
     state_fields: ClassVar[tuple] = ()
+    #: the options that set learning rates, which a diverged run is resumed with smaller values
+    #: of; None (the default): those of the fields ``lr``, ``lr_generator`` and
+    #: ``lr_discriminator`` that the class has (see :meth:`learning_rate_options`)
+    learning_rates: ClassVar[Optional[tuple]] = None
 
     def state_signature(self) -> dict:
         """The values of :attr:`state_fields` (and whether a moving average is kept), which a
@@ -73,6 +116,30 @@ class Inference(Config):
     def build_options(self, model) -> dict:
         """Extra keywords for ``model.build`` (e.g. ``enumerate=True`` for an enumerated ELBO)."""
         return {}
+
+    def plan(self, model, num_data: int) -> Plan:
+        """The :class:`Plan` of fitting ``model`` to ``num_data`` examples: the form (refusing a
+        mismatch, with an error naming what would work, before any work), the settings that
+        depend on the model, the guide and build options, and the loop's sizes."""
+        form = self.form_for(model)
+        resolved = self.resolve_for(model)
+        batch_size = resolved.batch_size_for(num_data)
+        return Plan(inference=resolved, form=form, guide=resolved.guide_for(model),
+                    build_options=resolved.build_options(model), num_data=num_data, batch_size=batch_size,
+                    num_steps=resolved.num_steps(num_data), steps_per_epoch=math.ceil(num_data / max(batch_size, 1)))
+
+    def learning_rate_options(self) -> tuple:
+        """The names of this algorithm's learning-rate options (:attr:`learning_rates`); empty
+        when it has none (closed form, EM, MCMC)."""
+        if self.learning_rates is not None:
+            return tuple(self.learning_rates)
+        fields = {f.name for f in dataclasses.fields(self)}
+        return tuple(name for name in ("lr", "lr_generator", "lr_discriminator") if name in fields)
+
+    def finished(self, info) -> bool:
+        """Whether the step that returned ``info`` ends the run: its ``done`` field (False when
+        the info has none; the loop then runs :meth:`num_steps` steps)."""
+        return bool(info._asdict().get("done", False))
 
     # ---- the protocol --------------------------------------------------------------------
     def num_steps(self, num_data: int) -> int:

@@ -133,11 +133,12 @@ def fit(model, data, inference=None, *, backend: Optional[str] = None, device: s
     device = check_device(device)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed={seed!r}: a seed is a non-negative integer, such as 0 or 1234")
-    backend = backend or getattr(spec, "backend", None) or DEFAULT_BACKEND
+    backend = backend or spec.backend or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
-    form = alg.form_for(spec)                      # refuses a mismatch before any work
-    alg = alg.resolve_for(spec)                    # model-dependent defaults, recorded in the config
+    # settled once: the form (refusing a mismatch before any work), the model-dependent settings
+    # (recorded in the config), the guide, the build options and the loop's sizes
+    plan = alg.plan(spec, int(np.shape(dataset.train)[0]))
     if resume and run_dir is None:
         raise ConfigError("resume=True needs run_dir=, the folder that holds the checkpoint")
     if checkpoint_every is not None and (checkpoint_every < 1 or run_dir is None):
@@ -158,20 +159,20 @@ def fit(model, data, inference=None, *, backend: Optional[str] = None, device: s
     be = get_backend(backend)
     dev = be.setup(device)
     with be.placed(device):  # JAX makes its arrays (keys, constants) on the fit's device
-        return _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, device, seed, progress,
+        return _train(spec, plan, dataset, x, y, x_val, y_val, backend, be, dev, device, seed, progress,
                       callbacks, early_stopping, run_dir, checkpoint_every, resume, samples_every)
 
 
-def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, device, seed, progress, callbacks,
+def _train(spec, plan, dataset, x, y, x_val, y_val, backend, be, dev, device, seed, progress, callbacks,
            early_stopping, run_dir, checkpoint_every, resume, samples_every) -> "Fit":
-    """The loop of :func:`fit`, after its checks, on the fit's device."""
-    program = spec.build(backend, form, data=x, guide=alg.guide_for(spec), seed=seed, device=device,
-                         **alg.build_options(spec))
+    """The loop of :func:`fit` following ``plan`` (:class:`ppgen.inference.base.Plan`), after
+    its checks, on the fit's device."""
+    alg = plan.inference
+    program = spec.build(backend, plan.form, data=x, guide=plan.guide, seed=seed, device=device,
+                         **plan.build_options)
     program.train = x
-    num_data = x.shape[0]
-    batch_size = alg.batch_size_for(num_data)
-    steps_per_epoch = math.ceil(num_data / batch_size)
-    total_steps = alg.num_steps(num_data)
+    num_data, batch_size, steps_per_epoch = plan.num_data, plan.batch_size, plan.steps_per_epoch
+    total_steps = plan.num_steps
     xs = be.asarray(x, "float32", dev)
     ys = be.ppl.index(y, like=xs) if y is not None else None
     full_batch = _make_batch(be, xs, np.arange(num_data), dev, ys)
@@ -204,9 +205,8 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
                                 be.ppl.index(y_val, like=xs_val) if y_val is not None else None)
     best = {"value": -math.inf, "arrays": None, "bad": 0}
     show = progress
-    total_epochs = math.ceil(total_steps / steps_per_epoch)
-    if samples_every is None and run_dir is not None and form == "implicit":
-        samples_every = max(1, total_epochs // 20)
+    if samples_every is None and run_dir is not None and plan.form == "implicit":
+        samples_every = max(1, plan.num_epochs // 20)
     bar = _progress(total_steps, start, show, f"{spec.name} · {alg.title} · {backend}")
     last_checkpoint = ckpt_dir if (resume and start > 0) else None
     step = start
@@ -231,7 +231,7 @@ def _train(spec, alg, form, dataset, x, y, x_val, y_val, backend, be, dev, devic
             if pending is not None:  # its state has now produced a finite loss: a good checkpoint
                 _write_checkpoint(ckpt_dir, config, *pending)
                 last_checkpoint, pending = ckpt_dir, None
-            stop = bool(getattr(info, "done", getattr(info, "converged", False)))
+            stop = alg.finished(info)
             if early_stopping is not None and (step + 1) % early_stopping.every == 0:
                 value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val, y_val,
                                            device)
@@ -291,8 +291,7 @@ def _divergence(record: dict, first: Optional[dict]) -> str:
 
 
 def _divergence_advice(alg, last_checkpoint) -> str:
-    tunable = any(hasattr(alg, name) for name in ("lr", "lr_generator"))
-    fix = "a smaller learning rate" if tunable else "other settings or cleaner data"
+    fix = "a smaller learning rate" if alg.learning_rate_options() else "other settings or cleaner data"
     if last_checkpoint:
         return (f"The last good checkpoint is in {last_checkpoint}; resume from it with resume=True and {fix} "
                 f"(e.g. inference.replace(lr=...)).")
@@ -539,6 +538,7 @@ class Fit:
         self.device = device
         self._train = train
         self._train_labels = train_labels
+        self._structure = None  # a user program's ProgramStructure, traced on first use
 
     def __repr__(self):
         what = (f"{next(iter(self.posterior.values())).shape[:2]} (chains, draws)" if self.posterior
@@ -580,7 +580,7 @@ class Fit:
         """A user program's :class:`ppgen.program.ProgramStructure` (None for a family)."""
         if self.model.family != "program":
             return None
-        if getattr(self, "_structure", None) is None:
+        if self._structure is None:
             like = self._train[:8] if self._train is not None else np.zeros((2,) + self.data_shape, dtype=np.float32)
             self._structure = self.model.structure(like, device=self.device)
         return self._structure
@@ -898,7 +898,7 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None, prog
     config = ckpt.read_json(path / "config.json")
     _check_format(config, path / "config.json")
     family = config["model"]["name"]
-    expected = getattr(model, "family", model)
+    expected = model if model is None or isinstance(model, str) else model.family
     if expected is not None and expected != family:
         raise CheckpointError(f"{path} holds a {family!r} fit, not a {expected!r} one; load the matching run folder")
     if family == "program":

@@ -83,6 +83,32 @@ class BuiltProgram:
         """The subset of ``batch`` that ``fn`` accepts (all of it if it takes ``**kwargs``)."""
         return accepted_keywords(fn, batch)
 
+    def for_batches(self, fn: Optional[Callable]) -> Optional[Callable]:
+        """``fn`` (the model or the guide) as a function of a batch's keywords, the way inference
+        runs it: called with those it accepts plus ``num_data``; a ``beta`` in the batch weights
+        its latent sites (KL warm-up, :meth:`Backend.scale_latents`). None stays None.
+
+        Example:
+            >>> program = spec.build("pyro", "latent", data=x)
+            >>> model, guide = program.for_batches(program.model), program.for_batches(program.guide)
+            >>> pyro.infer.TraceMeanField_ELBO().loss(model, guide, x=torch.as_tensor(x), index=torch.arange(len(x)))
+        """
+        if fn is None:
+            return None
+
+        def bound(**batch):
+            beta = batch.pop("beta", None)
+            args = self.call_args(fn, dict(batch, num_data=self.num_data))
+            if beta is None:
+                return fn(**args)
+            from .backends import get_backend
+
+            with get_backend(self.backend).scale_latents(beta):
+                return fn(**args)
+
+        bound.__name__ = getattr(fn, "__name__", "program")
+        return bound
+
 
 def accepted_names(fn: Callable) -> Optional[frozenset]:
     """The keyword names ``fn`` accepts, or None when it takes ``**kwargs`` (any name)."""
@@ -151,6 +177,9 @@ class ModelSpec(Config):
     refusals: ClassVar[dict] = {}
     #: the optional methods (keys of CAPABILITIES) this family implements
     capabilities: ClassVar[frozenset] = frozenset()
+    #: the backend the spec is bound to (a spec holding a person's own torch or JAX networks);
+    #: None: either backend, chosen by ``ppgen.fit(..., backend=...)``
+    backend: ClassVar[Optional[str]] = None
     #: whether programs, sampling and scoring take an integer label per example
     conditional: ClassVar[bool] = False
     #: log_likelihood is a Monte Carlo estimate taking ``num_samples`` (else exact)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -347,6 +348,33 @@ def program_predictive(model, draws: Optional[dict], params: dict, kwargs: dict,
     return out[sites] if isinstance(sites, str) else out
 
 
+def scale_latents(beta):
+    """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``
+    (the weight of the latent terms under KL warm-up).
+
+    Example:
+        >>> with get_backend("numpyro").scale_latents(0.3):
+        ...     loss = elbo.loss(key, params, model, guide, **batch)
+    """
+    return _latent_scaler()(beta)
+
+
+@functools.lru_cache(maxsize=None)
+def _latent_scaler():
+    from numpyro.primitives import Messenger
+
+    class ScaleLatents(Messenger):
+        def __init__(self, beta):
+            super().__init__()
+            self.beta = beta
+
+        def process_message(self, msg):
+            if msg["type"] == "sample" and not msg["is_observed"]:
+                msg["scale"] = self.beta if msg.get("scale") is None else self.beta * msg["scale"]
+
+    return ScaleLatents
+
+
 def bind_params(fn, params: dict, device="cpu"):
     """``fn`` with ``params`` (nested, see :func:`nest_params`) substituted for its params."""
     from numpyro import handlers
@@ -367,6 +395,7 @@ class NumPyroBackend(Backend):
     program_sites = staticmethod(program_sites)
     program_params = staticmethod(program_params)
     bind_params = staticmethod(bind_params)
+    scale_latents = staticmethod(scale_latents)
     program_log_weights = staticmethod(program_log_weights)
     program_conditioned_log_likelihood = staticmethod(program_conditioned_log_likelihood)
     program_predictive = staticmethod(program_predictive)

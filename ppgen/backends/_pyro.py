@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Optional
 
@@ -237,6 +238,33 @@ def params_in_store(params: dict, device="cpu"):
         yield
 
 
+def scale_latents(beta):
+    """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``
+    (the weight of the latent terms under KL warm-up); a plate's subsample site is left alone.
+
+    Example:
+        >>> with get_backend("pyro").scale_latents(0.3):
+        ...     loss = elbo.differentiable_loss(model, guide, **batch)
+    """
+    return _latent_scaler()(beta)
+
+
+@functools.lru_cache(maxsize=None)
+def _latent_scaler():
+    from pyro.poutine.messenger import Messenger
+
+    class ScaleLatents(Messenger):
+        def __init__(self, beta):
+            super().__init__()
+            self.beta = beta
+
+        def _process_message(self, msg):
+            if msg["type"] == "sample" and not msg["is_observed"] and type(msg["fn"]).__name__ != "_Subsample":
+                msg["scale"] = self.beta * msg["scale"]
+
+    return ScaleLatents
+
+
 def run_with_params(fn, params: dict, seed: int, device="cpu", num_particles=None, dim=-2,
                     condition=None, **kwargs) -> dict:
     """Trace ``fn(**kwargs)`` with ``params`` (numpy, by name) as its parameters, seeded; return
@@ -444,6 +472,8 @@ class PyroBackend(Backend):
     program_predictive = staticmethod(program_predictive)
     program_params = staticmethod(program_params)
     bind_params = staticmethod(bind_params)
+    params_in_store = staticmethod(params_in_store)
+    scale_latents = staticmethod(scale_latents)
     flatten_params = staticmethod(flatten_params)
     nest_params = staticmethod(nest_params)
     xp = torch

@@ -207,6 +207,12 @@ class DigitsClassifier:
         self.num_features = ARCH["hidden"]
         self.num_classes = ARCH["num_classes"]
 
+    @property
+    def weights(self) -> dict:
+        """The network's weights by name (``conv1.weight``, ..., ``fc2.bias``; float32 numpy),
+        as the file stores them in PyTorch's layouts."""
+        return dict(self._w)
+
     def __repr__(self) -> str:
         acc = self.meta.get("accuracy", {}).get("test")
         return f"DigitsClassifier(path={str(self.path)!r}, test_accuracy={acc})"

@@ -210,7 +210,9 @@ def test_a_gan_learns_a_one_dimensional_gaussian(backend, loss):
     fit = ppgen.fit(spec, x, inference.Adversarial(loss=loss, steps=600, batch_size=128, lr_generator=1e-3,
                                                    lr_discriminator=1e-3, lr_decay=0.1, **penalty),
                     backend=backend, seed=0)
-    start = spec.sample(backend, spec._initial(0), 4000, seed=1)[:, 0]  # the untrained generator
+    untrained = {f"{name}.{k}": v for i, (name, net) in enumerate(spec.networks().items())
+                 for k, v in net.init(i).items()}
+    start = spec.sample(backend, untrained, 4000, seed=1)[:, 0]  # the untrained generator
     assert abs(start.mean() - 1.5) > 1.0 and start.std() < 0.2
     s = fit.sample(4000, seed=1)[:, 0]
     assert abs(s.mean() - 1.5) < 0.2, s.mean()

@@ -148,7 +148,7 @@ def test_discretized_gaussian_matches_the_cdf_formula():
 
 # ---- the program's ELBO (the backends' own TraceMeanField machinery) against the bound ------
 def _fixed_params(spec):
-    return {f"denoiser.{k}": v for k, v in spec._network().init(seed=3).items()}
+    return {f"denoiser.{k}": v for k, v in spec.networks()["denoiser"].init(seed=3).items()}
 
 
 def _network_output(spec, params, x_t, t_rows):
@@ -158,7 +158,7 @@ def _network_output(spec, params, x_t, t_rows):
 
     weights = {k.split(".", 1)[1]: torch.as_tensor(v) for k, v in params.items()}
     with torch.no_grad():
-        out = spec._network().apply(ops_for("pyro"), weights, torch.as_tensor(x_t, dtype=torch.float32),
+        out = spec.networks()["denoiser"].apply(ops_for("pyro"), weights, torch.as_tensor(x_t, dtype=torch.float32),
                                     torch.as_tensor(np.array(t_rows)))
     return out.double().numpy()
 
@@ -188,18 +188,17 @@ def bound_from_draws(spec, params, x0, x_t):
 def _program_elbo(backend, spec, params, x, seeds, with_draws=False):
     """The backend's TraceMeanField_ELBO loss (−ELBO, summed over the batch) on the DDPM
     program for each seed, and (``with_draws``) the guide's draws of x_t for each."""
-    from ppgen.inference.svi import _bind
-
     program = spec.build(backend, "latent", data=x)
-    model, guide = _bind(program, program.model), _bind(program, program.guide)
+    model, guide = program.for_batches(program.model), program.for_batches(program.guide)
     losses, draws = [], []
     if backend == "pyro":
         import pyro
         import torch
         from pyro import poutine
 
-        from ppgen.backends._pyro import params_in_store
+        from ppgen.backends import get_backend
 
+        params_in_store = get_backend("pyro").params_in_store
         batch = {"x": torch.as_tensor(x, dtype=torch.float32), "index": torch.arange(len(x))}
         elbo = pyro.infer.TraceMeanField_ELBO()
         with params_in_store(params):
@@ -264,8 +263,9 @@ def test_losses_simple_and_vlb(backend):
     if backend == "pyro":
         import torch
 
-        from ppgen.backends._pyro import params_in_store
+        from ppgen.backends import get_backend
 
+        params_in_store = get_backend("pyro").params_in_store
         batch = {"x": torch.as_tensor(x, dtype=torch.float32), "index": torch.arange(40)}
         with params_in_store(params), torch.no_grad():
             torch.manual_seed(5)

@@ -215,7 +215,6 @@ def test_lean_pyro_elbo_equals_pyros_own_loss_and_gradient(elbo):
     import torch
 
     from ppgen.backends import get_backend
-    from ppgen.inference.svi import _bind, _scale_latents
 
     be = get_backend("pyro")
     x = RNG.integers(0, 17, (30, 64)).astype(np.float32)
@@ -225,7 +224,7 @@ def test_lean_pyro_elbo_equals_pyros_own_loss_and_gradient(elbo):
         specs.append(models.HVAE(64, latent_dims=(4, 2), hidden_dims=(8,), likelihood="categorical", num_levels=17))
     for spec in specs:
         program = spec.build("pyro", "latent", data=np.zeros((300, 64), np.float32))
-        model, guide = _bind(program, program.model), _bind(program, program.guide)
+        model, guide = program.for_batches(program.model), program.for_batches(program.guide)
         batch = {"x": torch.as_tensor(x), "index": torch.arange(30)}
         with pyro.get_param_store().scope():
             assert be.all_reparameterized(model, guide, batch)
@@ -233,7 +232,7 @@ def test_lean_pyro_elbo_equals_pyros_own_loss_and_gradient(elbo):
             for fn in (lambda: own.differentiable_loss(model, guide, **batch),
                        lambda: be.reparam_elbo_loss(model, guide, batch, elbo == "meanfield")):
                 torch.manual_seed(3)
-                with _scale_latents("pyro", 0.3):
+                with be.scale_latents(0.3):
                     loss = fn()
                 params = list(pyro.get_param_store()._params.values())
                 grads = torch.autograd.grad(loss, params)
@@ -329,26 +328,23 @@ def test_iwae_weights_with_warmup_weight_only_the_latent_terms(backend):
     import contextlib
 
     from ppgen.backends import get_backend
-    from ppgen.inference.svi import _bind, _scale_latents
 
     be = get_backend(backend)
     spec = models.VAE(64, latent_dim=3, hidden_dims=(8,), likelihood="categorical", num_levels=17)
     x = RNG.integers(0, 17, (12, 64)).astype(np.float32)
     program = spec.build(backend, "latent", data=np.zeros((120, 64), np.float32))
-    model, guide = _bind(program, program.model), _bind(program, program.guide)
+    model, guide = program.for_batches(program.model), program.for_batches(program.guide)
     batch = {"x": be.asarray(x), "index": be.ppl.index(np.arange(12))}
     params = {}
     for i, (name, net) in enumerate(spec.networks().items()):
         params.update({f"{name}.{k}": v for k, v in net.init(i).items()})
 
     def local(beta):
-        with _scale_latents(backend, beta) if beta is not None else contextlib.nullcontext():
+        with be.scale_latents(beta) if beta is not None else contextlib.nullcontext():
             if backend == "pyro":
                 import torch
 
-                from ppgen.backends._pyro import params_in_store
-
-                with params_in_store(params), torch.no_grad():
+                with be.params_in_store(params), torch.no_grad():
                     torch.manual_seed(0)
                     return be.log_weights(model, guide, batch, 4, -2)["local"].numpy()
             import jax

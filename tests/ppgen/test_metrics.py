@@ -73,7 +73,7 @@ def test_outputs_shapes_and_probabilities(ds, clf):
     f = clf.features(x)
     assert f.shape == (20, 64) and f.dtype == np.float64 and (f >= 0).all()  # after the ReLU
     # logits are the last layer applied to the features
-    w = clf._w
+    w = clf.weights
     np.testing.assert_allclose(clf.logits(x), f @ w["fc2.weight"].T.astype(np.float64) + w["fc2.bias"], atol=1e-4)
 
 
@@ -190,7 +190,7 @@ def test_missing_weights_file_names_path_and_fix(tmp_path, monkeypatch):
 def test_foreign_weights_files_are_rejected(tmp_path, clf):
     from safetensors.numpy import save_file
 
-    good = {k: v.copy() for k, v in clf._w.items()}
+    good = {k: v.copy() for k, v in clf.weights.items()}
     meta = {"format": clf_mod.FORMAT, "ppgen": json.dumps({"seed": 0})}
 
     other = tmp_path / "other.safetensors"  # some other model's file
