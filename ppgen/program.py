@@ -177,9 +177,6 @@ class ModelSpec(Config):
     refusals: ClassVar[dict] = {}
     #: the optional methods (keys of CAPABILITIES) this family implements
     capabilities: ClassVar[frozenset] = frozenset()
-    #: the backend the spec is bound to (a spec holding a person's own torch or JAX networks);
-    #: None: either backend, chosen by ``ppgen.fit(..., backend=...)``
-    backend: ClassVar[Optional[str]] = None
     #: whether programs, sampling and scoring take an integer label per example
     conditional: ClassVar[bool] = False
     #: log_likelihood is a Monte Carlo estimate taking ``num_samples`` (else exact)
@@ -199,12 +196,12 @@ class ModelSpec(Config):
     #: adversarial fits: the loss when none is named, and the fewest critic steps per step
     default_adversarial_loss: ClassVar[str] = "wgan-gp"
     default_critic_steps: ClassVar[int] = 1
-    #: what an EM step that leaves the valid range should tell the user
-    #: fields that may hold a person's own network (a torch.nn.Module, an Equinox module or a
-    #: ppgen.networks.Network; None: the built-in network)
+    #: fields that may hold a person's own network (a torch.nn.Module, an Equinox or Flax module,
+    #: or a ppgen.networks.Network; None: the built-in network)
     network_fields: ClassVar[tuple] = ()
     #: ``{capability: message}``: why this family lacks a capability, where that says more than the default
     unsupported_hints: ClassVar[dict] = {}
+    #: what an EM step that leaves the valid range should tell the user
     em_failure_hint: ClassVar[str] = ("the parameters left their valid range; check the data for "
                                       "degenerate values")
 
