@@ -103,9 +103,9 @@ class DiffusionLoss(Config):
 def variational_bound_estimate(spec, x0, x_t, t, output):
     """Per example, L_T + T·L_{t−1} at the example's step t (0-based; t = 0 gives the decoder
     term −log p(x_0 | x_1)): an unbiased one-step estimate of the negative bound, in nats."""
-    from ppgen.models.ddpm import _namespace, discretized_gaussian_log_likelihood, normal_kl
+    from ppgen.models.ddpm import array_namespace, discretized_gaussian_log_likelihood, normal_kl
 
-    xp = _namespace(x0)
+    xp = array_namespace(x0)
     mean, _, log_var, _ = spec.p_mean_variance(output, x_t, t, clip=False)
     true_mean, _, true_log_var = spec.q_posterior_mean_variance(x0, x_t, t)
     kl = normal_kl(true_mean, true_log_var, mean, log_var).sum(-1)

@@ -60,9 +60,7 @@ class _MCMC(Inference):
                 f"{self.title} would sample {list(structure.local_latents)} once per training row, and could then "
                 f"score no new data. Fit this program with inference.SVI and a guide that draws them from x (an "
                 f"amortised guide), or integrate them out of the model")
-        from ppgen.inference.svi import _bind
-
-        return {"program": program, "model": _bind(program, program.model), "seed": seed,
+        return {"program": program, "model": program.for_batches(program.model), "seed": seed,
                 "samples": None, "stats": None}
 
     def step(self, state, batch):

@@ -55,9 +55,9 @@ import numpy as np
 from ppgen.errors import ConfigError, DataError
 from ppgen.program import BuiltProgram
 
-from .gan import _ImplicitFamily, _sub
+from .gan import ImplicitFamily, network_params
 from .nets import MLP, check_network
-from .vae import _AmortizedFamily
+from .vae import AmortizedFamily
 
 __all__ = ["AAE", "PRIORS"]
 
@@ -65,7 +65,7 @@ PRIORS = ("normal", "mixture", "ring")
 
 
 @dataclasses.dataclass(frozen=True)
-class AAE(_ImplicitFamily):
+class AAE(ImplicitFamily):
     """Adversarial autoencoder (and WAE-MMD): a deterministic autoencoder whose codes are matched
     to a prior that can be sampled.
 
@@ -132,13 +132,13 @@ class AAE(_ImplicitFamily):
                                                    "arviz_groups"})
 
     # shared with the VAE family: likelihood checks, data checks, networks
-    _validate_likelihood = _AmortizedFamily._validate_likelihood
-    options_from_data = classmethod(_AmortizedFamily.options_from_data.__func__)
-    check_data = _AmortizedFamily.check_data
-    _make_encoder = _AmortizedFamily._make_encoder
-    _make_decoder = _AmortizedFamily._make_decoder
-    _encoder_input = _AmortizedFamily._encoder_input
-    _values_per_dim = _AmortizedFamily._values_per_dim
+    _validate_likelihood = AmortizedFamily._validate_likelihood
+    options_from_data = classmethod(AmortizedFamily.options_from_data.__func__)
+    check_data = AmortizedFamily.check_data
+    _make_encoder = AmortizedFamily._make_encoder
+    _make_decoder = AmortizedFamily._make_decoder
+    _encoder_input = AmortizedFamily._encoder_input
+    _values_per_dim = AmortizedFamily._values_per_dim
 
     @property
     def has_discriminator(self) -> bool:  # WAE-MMD has one player
@@ -195,7 +195,7 @@ class AAE(_ImplicitFamily):
         u = rand.uniform((n, 2))
         angle = 2 * math.pi * u[:, 0]
         radius = self.prior_radius + self.prior_scale * (2 * u[:, 1] - 1)
-        xp = _namespace(u)
+        xp = array_namespace(u)
         return xp.stack([radius * xp.cos(angle), radius * xp.sin(angle)], -1)
 
     def prior_sample(self, num: int, seed: int = 0) -> np.ndarray:
@@ -212,10 +212,10 @@ class AAE(_ImplicitFamily):
 
     # ---- networks over a flat parameter dict ------------------------------------------------------
     def encode_codes(self, ops, params: dict, x, training: bool = False):
-        return self.networks()["encoder"].apply(ops, _sub(params, "encoder"), self._encoder_input(x), training=training)
+        return self.networks()["encoder"].apply(ops, network_params(params, "encoder"), self._encoder_input(x), training=training)
 
     def _decoder_dist(self, ppl, ops, params: dict, z, training: bool = False):
-        out = self.networks()["decoder"].apply(ops, _sub(params, "decoder"), z, training=training)
+        out = self.networks()["decoder"].apply(ops, network_params(params, "decoder"), z, training=training)
         d = ppl.dist
         if self.likelihood == "bernoulli":
             return d.Bernoulli(logits=out, validate_args=False).to_event(1)
@@ -251,7 +251,7 @@ class AAE(_ImplicitFamily):
             angle = ppl.sample("angle", d.Uniform(ppl.zeros((n,), like), 2 * math.pi))
             radius = ppl.sample("radius", d.Uniform(ppl.zeros((n,), like) + self.prior_radius - self.prior_scale,
                                                     self.prior_radius + self.prior_scale))
-            xp = _namespace(angle)
+            xp = array_namespace(angle)
             return ppl.deterministic("z", xp.stack([radius * xp.cos(angle), radius * xp.sin(angle)], -1))
 
         def model(x=None, index=None, num_data=None, num=None):
@@ -276,7 +276,7 @@ class AAE(_ImplicitFamily):
             return self.encode_codes(ops, params, batch["x"], training=True), None
 
         def critic(params, values, condition):
-            return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), values, training=True)
+            return self.networks()["discriminator"].apply(ops, network_params(params, "discriminator"), values, training=True)
 
         def generator_terms(params, batch, codes, rand):
             x = batch["x"]
@@ -321,7 +321,7 @@ class AAE(_ImplicitFamily):
             if not mean:
                 return base.sample(_key(backend, seed)) if backend == "numpyro" else _torch_sample(base, seed)
             if self.likelihood == "categorical":
-                return (base.probs * _namespace(base.probs).arange(self.num_levels)).sum(-1)
+                return (base.probs * array_namespace(base.probs).arange(self.num_levels)).sum(-1)
             return base.probs if self.likelihood == "bernoulli" else base.loc
 
         out = self._run(backend, params, forward, device)
@@ -349,7 +349,7 @@ class AAE(_ImplicitFamily):
                 "dims": {"z": ["latent"]}}
 
 
-def _namespace(x):
+def array_namespace(x):
     if hasattr(x, "detach"):
         import torch
 

@@ -67,7 +67,7 @@ from ppgen.program import BuiltProgram, ModelSpec
 from .nets import TimeMLP, UNet, check_network, ops_for
 
 __all__ = ["DDPM", "SCHEDULES", "PREDICTIONS", "VARIANCES", "make_betas", "normal_kl",
-           "discretized_gaussian_log_likelihood"]
+           "discretized_gaussian_log_likelihood", "array_namespace"]
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 PREDICTIONS = ("epsilon", "x0", "v")
@@ -128,7 +128,7 @@ def make_betas(schedule: str, timesteps: int, beta_start: Optional[float] = None
     return betas
 
 
-def _namespace(x):
+def array_namespace(x):
     """numpy, torch or jax.numpy: the array library of ``x``."""
     module = type(x).__module__
     if module.startswith("torch"):
@@ -144,7 +144,7 @@ def _namespace(x):
 
 def normal_kl(mean1, log_var1, mean2, log_var2):
     """KL(N(mean1, e^{log_var1}) ‖ N(mean2, e^{log_var2})) elementwise, in nats."""
-    xp = _namespace(mean1)
+    xp = array_namespace(mean1)
     return 0.5 * (log_var2 - log_var1 + xp.exp(log_var1 - log_var2) + (mean1 - mean2) ** 2 * xp.exp(-log_var2) - 1.0)
 
 
@@ -164,7 +164,7 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, num_levels: int):
     """log P(x) of levels scaled to [−1, 1] under N(mean, e^{2·log_scale}) integrated over each
     level's bin of width 2/(L − 1), the outer bins extended to ±∞ (Ho et al. 2020, eq. 13);
     elementwise, in nats."""
-    xp = _namespace(x)
+    xp = array_namespace(x)
     half = 1.0 / (num_levels - 1)
     inv_scale = xp.exp(-log_scale)
     upper = _std_normal_cdf(xp, (x - mean + half) * inv_scale)
@@ -207,7 +207,7 @@ class Schedule:
 
     def like(self, x) -> dict:
         """The arrays by name in the array library, dtype and device of ``x``."""
-        xp = _namespace(x)
+        xp = array_namespace(x)
         if xp is np:
             return {n: getattr(self, n) for n in self.NAMES}
         if xp.__name__ == "torch":
@@ -228,7 +228,7 @@ def _at(array, t, x):
 
 def _as_float(mask, like):
     """A boolean array as 0./1. in ``like``'s library and dtype."""
-    xp = _namespace(like)
+    xp = array_namespace(like)
     if xp is np:
         return np.asarray(mask, dtype=np.float64)
     if xp.__name__ == "torch":
@@ -412,18 +412,18 @@ class DDPM(ModelSpec):
         t = 1) or β_t (fixed_large, β̃_2 at t = 1, as in Ho et al.)."""
         x0 = self.predict_start(model_output, x_t, t)
         if self._clip if clip is None else clip:
-            x0 = _namespace(x0).clip(x0, -1.0, 1.0)
+            x0 = array_namespace(x0).clip(x0, -1.0, 1.0)
         mean, _, _ = self.q_posterior_mean_variance(x0, x_t, t)
         s = self.schedule.like(x_t)
         log_var = _at(s["posterior_log_variance_clipped" if self.variance == "fixed_small" else "log_betas_clipped"],
                       t, x_t)
-        return mean, _namespace(log_var).exp(log_var), log_var, x0
+        return mean, array_namespace(log_var).exp(log_var), log_var, x0
 
     # ---- samplers ---------------------------------------------------------------------
     def ddpm_step(self, model_output, x_t, t, noise):
         """One ancestral step (Algorithm 2): x_{t−1} = μ_θ(x_t, t) + σ_t z, no noise at t = 0."""
         mean, _, log_var, _ = self.p_mean_variance(model_output, x_t, t)
-        xp = _namespace(x_t)
+        xp = array_namespace(x_t)
         nonzero = _as_float(t > 0, x_t)
         nonzero = nonzero.reshape(tuple(nonzero.shape) + (1,) * (x_t.ndim - nonzero.ndim))
         return mean + nonzero * xp.exp(0.5 * log_var) * noise
@@ -442,7 +442,7 @@ class DDPM(ModelSpec):
         """One DDIM step (Song et al. 2021, eq. 12) from step t to step t_prev < t (t_prev = −1
         means x_0): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z,
         σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); η = 0 is deterministic."""
-        xp = _namespace(x_t)
+        xp = array_namespace(x_t)
         s = self.schedule.like(x_t)
         x0 = self.predict_start(model_output, x_t, t)
         if self._clip:
@@ -757,7 +757,7 @@ def _discretized_class(backend: str):
 
 def _snap(x, num_levels: int):
     """Values in [−1, 1] moved to the nearest of L evenly spaced levels."""
-    xp = _namespace(x)
+    xp = array_namespace(x)
     step = 2.0 / (num_levels - 1)
     return xp.round((x + 1.0) / step) * step - 1.0
 

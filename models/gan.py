@@ -51,19 +51,19 @@ from ppgen.program import BuiltProgram, ModelSpec
 
 from .nets import ACTIVATIONS, MLP, check_network, image_layout, ops_for
 
-__all__ = ["GAN", "CGAN", "OUTPUTS"]
+__all__ = ["GAN", "CGAN", "OUTPUTS", "ImplicitFamily", "network_params"]
 
 OUTPUTS = ("tanh", "sigmoid", "identity")
 _IMPLICIT = "it is an implicit model: it can be sampled but has no likelihood to {what}"
 
 
-def _sub(params: dict, prefix: str) -> dict:
+def network_params(params: dict, prefix: str) -> dict:
     """The parameters of one network, named within it (``"generator.0.weight"`` -> ``"0.weight"``)."""
     cut = len(prefix) + 1
     return {k[cut:]: v for k, v in params.items() if k.startswith(prefix + ".")}
 
 
-class _ImplicitFamily(ModelSpec):
+class ImplicitFamily(ModelSpec):
     """What the adversarially trained families share: data and label checks, networks over a flat
     parameter dict, and evaluation by pure forward passes."""
 
@@ -82,9 +82,9 @@ class _ImplicitFamily(ModelSpec):
                           "digits_frechet_distance"}
 
     def check_labels(self, labels, num: int, what: str = "labels"):
-        from .vae import _AmortizedFamily
+        from .vae import AmortizedFamily
 
-        return _AmortizedFamily.check_labels(self, labels, num, what)
+        return AmortizedFamily.check_labels(self, labels, num, what)
 
     def param_names(self, form: str = "implicit") -> tuple:
         return tuple(self.param_shapes())
@@ -121,7 +121,7 @@ class _ImplicitFamily(ModelSpec):
         self.check_backend(backend)
         be = get_backend(backend)
         init = self._initial(seed)
-        arrays = [{k: be.asarray(v, "float32", device) for k, v in _sub(init, net).items()} for net in networks]
+        arrays = [{k: be.asarray(v, "float32", device) for k, v in network_params(init, net).items()} for net in networks]
         return (be, be.ppl, ops_for(backend), init, *arrays)
 
     def _onehot(self, ppl, y, like):
@@ -147,7 +147,7 @@ class _ImplicitFamily(ModelSpec):
 
 
 @dataclasses.dataclass(frozen=True)
-class GAN(_ImplicitFamily):
+class GAN(ImplicitFamily):
     """Generative adversarial network: z ~ N(0, I), x = G(z), fitted against a discriminator D(x).
 
     Args:
@@ -260,7 +260,7 @@ class GAN(_ImplicitFamily):
         """x = G(z[, y]) with the output activation; ``params`` holds ``generator.*``; ``training``:
         the networks' training mode (the game's updates)."""
         nets = self.networks()
-        out = nets["generator"].apply(ops, _sub(params, "generator"), z, condition, training=training)
+        out = nets["generator"].apply(ops, network_params(params, "generator"), z, condition, training=training)
         if self.output == "tanh":
             return ops.activation("tanh", out)
         if self.output == "sigmoid":
@@ -269,7 +269,7 @@ class GAN(_ImplicitFamily):
 
     def discriminate(self, ops, params: dict, x, condition=None, training: bool = False):
         """The discriminator's score per example, shape (N, 1); ``params`` holds ``discriminator.*``."""
-        return self.networks()["discriminator"].apply(ops, _sub(params, "discriminator"), x, condition,
+        return self.networks()["discriminator"].apply(ops, network_params(params, "discriminator"), x, condition,
                                                       training=training)
 
     # ---- the program ---------------------------------------------------------------------

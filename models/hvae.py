@@ -49,13 +49,13 @@ from ppgen.errors import ConfigError
 from ppgen.program import BuiltProgram
 
 from .nets import MLP, ops_for
-from .vae import _MIN_SCALE, _AmortizedFamily
+from .vae import MIN_SCALE, AmortizedFamily
 
 __all__ = ["HVAE"]
 
 
 @dataclasses.dataclass(frozen=True)
-class HVAE(_AmortizedFamily):
+class HVAE(AmortizedFamily):
     """Hierarchical VAE with a Markov chain of Gaussian latent layers in both directions.
 
     Args:
@@ -133,7 +133,7 @@ class HVAE(_AmortizedFamily):
         softplus = functools.partial(ops.activation, "softplus")
 
         def gaussian(out, size):
-            return ppl.dist.Normal(out[..., :size], softplus(out[..., size:]) + _MIN_SCALE,
+            return ppl.dist.Normal(out[..., :size], softplus(out[..., size:]) + MIN_SCALE,
                                    validate_args=False).to_event(1)
 
         def model(x=None, index=None, num_data=None, num=None, training=False):

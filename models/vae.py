@@ -63,15 +63,15 @@ from ppgen.program import BuiltProgram, ModelSpec
 
 from .nets import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder, check_network, image_layout, ops_for
 
-__all__ = ["VAE", "CVAE", "LIKELIHOODS"]
+__all__ = ["VAE", "CVAE", "LIKELIHOODS", "AmortizedFamily", "MIN_SCALE"]
 
 LIKELIHOODS = ("bernoulli", "categorical", "gaussian")
-_MIN_SCALE = 1e-5
+MIN_SCALE = 1e-5
 _NO_MCMC = ("cannot sample a VAE's per-example latents and network weights (thousands of "
             "correlated dimensions); use inference.SVI")
 
 
-class _AmortizedFamily(ModelSpec):
+class AmortizedFamily(ModelSpec):
     """What the VAE-like families share: the likelihood, data checks, labels, evaluation by
     importance sampling, sampling, reconstruction and ArviZ export. Subclasses define
     ``networks()`` and the programs in ``build``."""
@@ -405,7 +405,7 @@ class _AmortizedFamily(ModelSpec):
 
 
 @dataclasses.dataclass(frozen=True)
-class VAE(_AmortizedFamily):
+class VAE(AmortizedFamily):
     """Variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)), q(z | x) = N(encoder(x)).
 
     Args:
@@ -493,7 +493,7 @@ class VAE(_AmortizedFamily):
             n = x.shape[0]
             with ppl.plate("data", num_data or n, index=index, subsample_size=n):
                 out = encoder.apply(ops, weights, self._encoder_input(x), self._label_features(ppl, y, x), training=training)
-                loc, scale = out[..., :K], softplus(out[..., K:]) + _MIN_SCALE
+                loc, scale = out[..., :K], softplus(out[..., K:]) + MIN_SCALE
                 ppl.sample("z", ppl.dist.Normal(loc, scale, validate_args=False).to_event(1))
 
         return BuiltProgram(backend, model, amortized_guide, form, self, int(data.shape[0]), max_plate_nesting=1)

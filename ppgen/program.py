@@ -83,9 +83,10 @@ class BuiltProgram:
         """The subset of ``batch`` that ``fn`` accepts (all of it if it takes ``**kwargs``)."""
         return accepted_keywords(fn, batch)
 
-    def for_batches(self, fn: Optional[Callable]) -> Optional[Callable]:
+    def for_batches(self, fn: Optional[Callable], training: bool = False) -> Optional[Callable]:
         """``fn`` (the model or the guide) as a function of a batch's keywords, the way inference
-        runs it: called with those it accepts plus ``num_data``; a ``beta`` in the batch weights
+        runs it: called with those it accepts plus ``num_data`` (and ``training``, True in an
+        optimisation step: networks in training mode, dropout on); a ``beta`` in the batch weights
         its latent sites (KL warm-up, :meth:`Backend.scale_latents`). None stays None.
 
         Example:
@@ -98,7 +99,7 @@ class BuiltProgram:
 
         def bound(**batch):
             beta = batch.pop("beta", None)
-            args = self.call_args(fn, dict(batch, num_data=self.num_data))
+            args = self.call_args(fn, dict(batch, num_data=self.num_data, training=training))
             if beta is None:
                 return fn(**args)
             from .backends import get_backend

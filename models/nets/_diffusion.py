@@ -19,7 +19,7 @@ import numpy as np
 
 from ppgen.errors import ConfigError
 
-from ._layers import Network, _check_activation
+from ._layers import Network, check_activation
 
 __all__ = ["timestep_embedding", "TimeMLP", "UNet"]
 
@@ -101,7 +101,7 @@ class TimeMLP(_TimeEmbedded):
 
     def __init__(self, data_dim: int, hidden_dims: tuple = (256, 256, 256), time_dim: int = 64,
                  activation: str = "silu"):
-        _check_activation(activation)
+        check_activation(activation)
         self.time_dim = _check_time_dim(time_dim)
         self.data_dim, self.hidden_dims = int(data_dim), tuple(int(h) for h in hidden_dims)
         if self.data_dim < 1 or not self.hidden_dims or min(self.hidden_dims) < 1:
@@ -166,7 +166,7 @@ class UNet(_TimeEmbedded):
 
     def __init__(self, image_shape: tuple, channels: tuple = (32, 64), time_dim: int = 128, num_groups: int = 8,
                  activation: str = "silu"):
-        _check_activation(activation)
+        check_activation(activation)
         shape = tuple(image_shape)
         if len(shape) not in (2, 3) or any(int(s) != s or s < 1 for s in shape):
             raise ConfigError(f"image_shape must be (height, width) or (height, width, channels) of positive "

@@ -214,7 +214,7 @@ def _check_dropout(rate: float) -> float:
     return rate
 
 
-def _check_activation(activation: str) -> None:
+def check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
         from ppgen.config import suggest
 
@@ -231,7 +231,7 @@ class MLP(Network):
 
     def __init__(self, in_dim: int, hidden_dims: tuple, out_dim: int, activation: str = "relu",
                  dropout: float = 0.0):
-        _check_activation(activation)
+        check_activation(activation)
         self.dropout = _check_dropout(dropout)
         self.sizes = (int(in_dim), *map(int, hidden_dims), int(out_dim))
         if min(self.sizes) < 1:
@@ -288,7 +288,7 @@ class ConvEncoder(Network):
 
     def __init__(self, image_shape: tuple, out_dim: int, channels: tuple = (32, 64), extra_dim: int = 0,
                  hidden_dim: int = 256, activation: str = "relu", dropout: float = 0.0):
-        _check_activation(activation)
+        check_activation(activation)
         self.dropout = _check_dropout(dropout)
         self.height, self.width, self.in_channels = image_shape
         self.channels = tuple(int(c) for c in channels)
@@ -326,7 +326,7 @@ class ConvDecoder(Network):
 
     def __init__(self, image_shape: tuple, in_dim: int, values_per_pixel: int = 1, channels: tuple = (32, 64),
                  hidden_dim: int = 256, activation: str = "relu", dropout: float = 0.0):
-        _check_activation(activation)
+        check_activation(activation)
         self.dropout = _check_dropout(dropout)
         self.height, self.width, self.out_channels = image_shape
         self.channels = tuple(int(c) for c in channels)
