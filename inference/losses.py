@@ -155,8 +155,9 @@ def pyro_generator(device=None):
 @contextlib.contextmanager
 def pyro_stream(rng):
     """Run Pyro's sample sites on ``rng``'s stream: nothing to do for torch's default generator
-    (or None); an int seed runs on a fresh stream from that seed; another generator lends its
-    state to torch's default one and gets the advanced state back."""
+    (or None); an int seed runs on a fresh stream from that seed; another CPU generator lends its
+    state to torch's default one and gets the advanced state back. (A CUDA generator is taken to
+    be the device's default one, the one SVI passes for data on a GPU.)"""
     import torch
 
     if rng is None or (isinstance(rng, torch.Generator) and rng.device.type != "cpu") \
