@@ -4,6 +4,12 @@
 - :class:`ClosedForm` — maximum likelihood by formula (PPCA).
 - :class:`EM` — expectation–maximisation (PPCA, GMM).
 - :class:`SVI` — stochastic variational inference with a choice of ELBO and guide.
+- Losses (``inference/losses.py``): every loss is an object called
+  ``loss(program, params, batch, rng) -> (value, metrics)`` in both backends —
+  :class:`MonteCarloELBO`, :class:`AnalyticKLELBO`, :class:`ImportanceWeightedELBO`,
+  :class:`RenyiELBO`, :class:`EnumeratedELBO`, :class:`DiffusionLoss`, and each player's
+  adversarial loss (:class:`AdversarialLoss`); :func:`resolve_loss` turns the string
+  shorthands into them, and a person's own object is taken wherever a built-in one is.
 - :class:`DiffusionLoss` — the diffusion objectives (simple, variational bound, hybrid) as SVI losses.
 - :class:`NUTS`, :class:`HMC` — Hamiltonian Monte Carlo.
 - :class:`Adversarial` — the two-player game of GANs and adversarial autoencoders, with the
@@ -13,12 +19,16 @@ Every object states which models it serves; a mismatch is refused before any wor
 error naming what would work.
 """
 
-from .adversarial import Adversarial
+from .adversarial import Adversarial, AdversarialLoss, DiscriminatorLoss, GeneratorLoss
 from .base import Inference, Result
 from .closed_form import ClosedForm
 from .diffusion import DiffusionLoss
 from .em import EM
+from .losses import (AnalyticKLELBO, ELBOTerms, EnumeratedELBO, ImportanceWeightedELBO, Loss, MonteCarloELBO,
+                     RenyiELBO, elbo_terms, resolve_loss)
 from .mcmc import HMC, NUTS
 from .svi import SVI
 
-__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial"]
+__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial",
+           "Loss", "resolve_loss", "MonteCarloELBO", "AnalyticKLELBO", "ImportanceWeightedELBO", "RenyiELBO",
+           "EnumeratedELBO", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "elbo_terms", "ELBOTerms"]

@@ -47,19 +47,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, ClassVar, NamedTuple, Optional
+from typing import Callable, ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 
+
 from ppgen.backends import get_backend, training
+from ppgen.config import Config, NameOrObject
 from ppgen.errors import CheckpointError, ConfigError, DataError
 
 from .base import Inference, Result
+from .losses import ADVERSARIAL_LOSSES, LossConfig, call_loss, loss_name, pyro_generator
 
-__all__ = ["Adversarial", "AdversarialInfo", "Game", "LOSSES", "discriminator_loss", "generator_loss",
-           "minimax_value", "gradient_penalty", "mmd_penalty"]
+__all__ = ["Adversarial", "AdversarialInfo", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "Game", "LOSSES",
+           "random_source",
+           "discriminator_loss", "generator_loss", "minimax_value", "gradient_penalty", "mmd_penalty"]
 
-LOSSES = ("minimax", "non-saturating", "wasserstein", "wgan-gp", "hinge")
+LOSSES = ADVERSARIAL_LOSSES
 _WASSERSTEIN = ("wasserstein", "wgan-gp")
 #: per-loss defaults: (critic steps, lr of both players, Adam betas), from the papers
 _DEFAULTS = {"minimax": (1, 2e-4, (0.5, 0.999)), "non-saturating": (1, 2e-4, (0.5, 0.999)),
@@ -195,6 +199,143 @@ def mmd_penalty(a, b, bandwidth: float):
     return kernel(a, a).mean() + kernel(b, b).mean() - 2.0 * kernel(a, b).mean()
 
 
+# ======================================================================================
+# Each player's loss as a loss object
+# ======================================================================================
+def random_source(program, rng, like):
+    """Random draws for a game's ``real``/``fake`` from a loss's ``rng``: a JAX key (NumPyro) or a
+    torch.Generator (Pyro; None: torch's default generator)."""
+    if program.backend == "numpyro":
+        return _JaxRandom(rng)
+    return _TorchRandom(like, rng)
+
+
+_Kind = Literal["minimax", "non-saturating", "wasserstein", "wgan-gp", "hinge"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlayerLoss(LossConfig):
+    """One player's loss of a named game; its name is ``"<game>:<player>"``."""
+
+    kind: _Kind = "non-saturating"
+
+    player: ClassVar[str] = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.player}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorLoss(_PlayerLoss):
+    """The discriminator's (critic's) loss as a loss object: on a minibatch of data it scores the
+    game's ``real`` values and as many of the generator's ``fake`` values (held fixed), with
+    :func:`discriminator_loss`, plus λ times :func:`gradient_penalty` on interpolates.
+    Metrics: ``penalty`` (unweighted).
+
+    Args:
+        kind: the adversarial loss (``"minimax"``, ``"non-saturating"``, ``"wasserstein"``,
+            ``"wgan-gp"``, ``"hinge"``).
+        gradient_penalty: λ (0: none).
+    """
+
+    gradient_penalty: float = 0.0
+
+    player: ClassVar[str] = "discriminator"
+
+    def _validate(self):
+        self._require(math.isfinite(self.gradient_penalty) and self.gradient_penalty >= 0,
+                      f"gradient_penalty must be >= 0; got {self.gradient_penalty}")
+
+    def __call__(self, program, params, batch: dict, rng):
+        game = program.extras["game"]
+        rand = random_source(program, rng, batch["x"])
+        if program.backend == "numpyro":
+            import jax
+
+            fake, fake_cond = jax.lax.stop_gradient(game.fake(params, batch, rand))
+        else:
+            import torch
+
+            with torch.no_grad():
+                fake, fake_cond = game.fake(params, batch, rand)
+        real, real_cond = game.real(params, batch, rand)
+        loss = discriminator_loss(self.kind, game.critic(params, real, real_cond), game.critic(params, fake, fake_cond))
+        penalty = 0.0 * loss
+        if self.gradient_penalty > 0:
+            alpha = rand.uniform((real.shape[0],))
+            penalty = gradient_penalty(lambda v: game.critic(params, v, real_cond), real, fake, alpha)
+            loss = loss + self.gradient_penalty * penalty
+        return loss, {"penalty": penalty}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorLoss(_PlayerLoss):
+    """The generator's loss as a loss object: the model's own terms (an autoencoder's
+    reconstruction, WAE's MMD: the game's ``generator_terms``) plus, where the game has a
+    discriminator, its weight times :func:`generator_loss` of the scores of the generator's
+    samples. Metrics: the game's numbers (``reconstruction``, ``penalty``).
+
+    Args:
+        kind: the adversarial loss, as :class:`DiscriminatorLoss`.
+    """
+
+    player: ClassVar[str] = "generator"
+
+    def __call__(self, program, params, batch: dict, rng):
+        game = program.extras["game"]
+        rand = random_source(program, rng, batch["x"])
+        fake, fake_cond = game.fake(params, batch, rand)
+        extra = dict(game.generator_terms(params, batch, fake, rand))
+        loss = extra.pop("loss", 0.0)
+        if game.has_discriminator:
+            loss = loss + game.adversarial_weight * generator_loss(self.kind, game.critic(params, fake, fake_cond))
+        return loss, extra
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialLoss(Config):
+    """An adversarial game's losses: the generator's and the discriminator's (each a loss object,
+    ``loss(program, params, batch, rng) -> (value, metrics)``); ``inference.Adversarial`` adds
+    the update schedule (k critic steps, two optimisers, weight clipping for ``"wasserstein"``).
+    ``Adversarial(loss="hinge")`` is ``Adversarial(loss=AdversarialLoss("hinge"))``; a person's
+    own game is any object with a ``name`` and ``generator`` and ``discriminator`` losses.
+
+    Args:
+        kind: ``"minimax"``, ``"non-saturating"``, ``"wasserstein"``, ``"wgan-gp"`` or ``"hinge"``.
+        gradient_penalty: λ of the penalty added to the discriminator's loss (None: 10 for
+            ``"wgan-gp"``, else 0).
+    """
+
+    kind: _Kind = "non-saturating"
+    gradient_penalty: Optional[float] = None
+
+    option_tag: ClassVar[str] = "loss"
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def penalty_weight(self) -> float:
+        if self.gradient_penalty is not None:
+            return float(self.gradient_penalty)
+        return 10.0 if self.kind == "wgan-gp" else 0.0
+
+    @property
+    def weight_clipping(self) -> bool:
+        """Whether the critic's weights are clipped after each of its updates (``"wasserstein"``)."""
+        return self.kind == "wasserstein"
+
+    @property
+    def generator(self) -> GeneratorLoss:
+        return GeneratorLoss(self.kind)
+
+    @property
+    def discriminator(self) -> DiscriminatorLoss:
+        return DiscriminatorLoss(self.kind, self.penalty_weight)
+
+
 @dataclasses.dataclass
 class Game:
     """What adversarial training needs from a model, bound to one backend (a family's ``build``
@@ -246,7 +387,12 @@ class Adversarial(Inference):
 
     Args:
         loss: ``"minimax"``, ``"non-saturating"``, ``"wasserstein"`` (weight clipping), ``"wgan-gp"``
-            or ``"hinge"``; None: ``"wgan-gp"`` for a GAN, ``"hinge"`` for an AAE.
+            or ``"hinge"``; None: ``"wgan-gp"`` for a GAN, ``"hinge"`` for an AAE. Or a game object:
+            an :class:`AdversarialLoss`, or a person's own with a ``name`` and ``generator`` and
+            ``discriminator`` loss objects (``loss(program, params, batch, rng) -> (value,
+            metrics)``; ``program.extras["game"]`` is the model's :class:`Game`), which carries its
+            own penalty (leave gradient_penalty None); its defaults of k, the learning rates and
+            betas are those of ``"non-saturating"`` unless it is an AdversarialLoss.
         critic_steps: k, discriminator updates per generator update (None: 5 for the
             Wasserstein losses, else 1; at least 2 for an AAE).
         gradient_penalty: λ of WGAN-GP (None: 10 for ``"wgan-gp"``; 0 otherwise, where a
@@ -274,7 +420,7 @@ class Adversarial(Inference):
         >>> ppgen.metrics.mode_coverage_for(fit.sample(2500), data.meta)
     """
 
-    loss: Optional[str] = None
+    loss: Optional[NameOrObject] = None
     critic_steps: Optional[int] = None
     gradient_penalty: Optional[float] = None
     clip: float = 0.01
@@ -293,8 +439,17 @@ class Adversarial(Inference):
     full_batch: ClassVar[bool] = False
 
     def _validate(self):
-        if self.loss is not None:
+        if isinstance(self.loss, str):
             _loss_name(self.loss)
+        elif self.loss is not None:
+            if not (callable(getattr(self.loss, "generator", None)) and callable(getattr(self.loss, "discriminator",
+                                                                                         None))):
+                raise ConfigError(f"Adversarial(loss={self.loss!r}): a game object has a `generator` and a "
+                                  f"`discriminator` loss, each called loss(program, params, batch, rng) -> (value, "
+                                  f"metrics); or pass a name, one of {list(LOSSES)}")
+            if self.gradient_penalty is not None and not isinstance(self.loss, AdversarialLoss):
+                raise ConfigError(f"Adversarial(gradient_penalty=...) sets the penalty of a named loss; the game "
+                                  f"{loss_name(self.loss)!r} carries its own (its discriminator loss adds it)")
         if self.critic_steps is not None:
             self._require(isinstance(self.critic_steps, int) and self.critic_steps >= 1,
                           f"critic_steps is k, the discriminator updates per generator update, and must be at "
@@ -327,14 +482,28 @@ class Adversarial(Inference):
             return dataclasses.replace(self, critic_steps=1, gradient_penalty=0.0,
                                        lr_generator=self.lr_generator or 1e-3,
                                        beta1=_given(self.beta1, 0.9), beta2=_given(self.beta2, 0.999))
-        loss = _loss_name(self.loss) if self.loss is not None else model.default_adversarial_loss
-        k, lr, betas = _DEFAULTS[loss]
+        if self.loss is None or isinstance(self.loss, str):
+            loss = _loss_name(self.loss) if self.loss is not None else model.default_adversarial_loss
+            k, lr, betas = _DEFAULTS[loss]
+            penalty = AdversarialLoss(loss, self.gradient_penalty).penalty_weight
+        else:  # a game object: its own penalty
+            loss = self.loss
+            k, lr, betas = _DEFAULTS.get(loss_name(loss) if isinstance(loss, AdversarialLoss) else "", _DEFAULTS[
+                "non-saturating"])
+            penalty = self.game().penalty_weight if isinstance(loss, AdversarialLoss) else None
         k = max(k, model.default_critic_steps)  # a family may need a stronger critic (AAE: 2)
-        penalty = self.gradient_penalty if self.gradient_penalty is not None else (10.0 if loss == "wgan-gp" else 0.0)
         return dataclasses.replace(self, loss=loss, critic_steps=self.critic_steps or k,
-                                   gradient_penalty=float(penalty),
+                                   gradient_penalty=None if penalty is None else float(penalty),
                                    lr_generator=self.lr_generator or lr, lr_discriminator=self.lr_discriminator or lr,
                                    beta1=_given(self.beta1, betas[0]), beta2=_given(self.beta2, betas[1]))
+
+    def game(self):
+        """The game's losses (an :class:`AdversarialLoss`, or the person's own object)."""
+        if self.loss is None or isinstance(self.loss, str):
+            return AdversarialLoss(_loss_name(self.loss or "non-saturating"), self.gradient_penalty)
+        if isinstance(self.loss, AdversarialLoss) and self.gradient_penalty is not None:
+            return dataclasses.replace(self.loss, gradient_penalty=self.gradient_penalty)
+        return self.loss
 
     def settings(self) -> dict:
         return {"loss": self.loss, "critic_steps": self.critic_steps or 1,
@@ -422,25 +591,26 @@ def _chunks(batch: dict, k: int, size: int) -> list:
 # PyTorch (Pyro backend)
 # ======================================================================================
 class _TorchRandom:
-    """Random draws for a game step from torch's RNG (isolated per fit by ``be.rng``)."""
+    """Random draws for a game step from torch's RNG (isolated per fit by ``be.rng``), or from
+    ``generator``."""
 
-    def __init__(self, like):
-        self.like = like
+    def __init__(self, like, generator=None):
+        self.like, self.generator = like, generator
 
     def normal(self, shape):
         import torch
 
-        return torch.randn(shape, dtype=self.like.dtype, device=self.like.device)
+        return torch.randn(shape, dtype=self.like.dtype, device=self.like.device, generator=self.generator)
 
     def uniform(self, shape):
         import torch
 
-        return torch.rand(shape, dtype=self.like.dtype, device=self.like.device)
+        return torch.rand(shape, dtype=self.like.dtype, device=self.like.device, generator=self.generator)
 
     def integers(self, high: int, shape):
         import torch
 
-        return torch.randint(0, high, shape, device=self.like.device)
+        return torch.randint(0, high, shape, device=self.like.device, generator=self.generator)
 
 
 class _TorchGame:
@@ -454,7 +624,9 @@ class _TorchGame:
         params = {n: torch.as_tensor(v, device=dev).clone().requires_grad_(True) for n, v in game.init.items()}
         players = {p: [params[n] for n in names] for p, names in game.players.items()}
         opts = {p: torch.optim.Adam(players[p], lr=s[f"lr_{p}"], betas=s["betas"]) for p in players if players[p]}
+        losses = alg.game()
         state = {"impl": _TorchGame, "game": game, "settings": s, "params": params, "players": players,
+                 "losses": losses, "clip": isinstance(losses, AdversarialLoss) and losses.weight_clipping,
                  "optimizers": opts, "rng": None, "seed": seed, "step": 0, "program": program,
                  "lr": _schedules(alg, s, program.num_data),
                  "ema": ({n: params[n].detach().clone() for n in game.players["generator"]} if alg.ema else None)}
@@ -471,27 +643,26 @@ class _TorchGame:
         k = s["critic_steps"]
         chunks = _chunks(batch, k, alg.batch_size)
         d_total = penalty_total = 0.0
+        losses, program = state["losses"], state["program"]
         with be.rng(state, state["seed"]), training():
-            rand = _TorchRandom(batch["x"])
+            rng = pyro_generator(batch["x"].device)
             if game.has_discriminator:
                 opt = state["optimizers"]["discriminator"]
                 for j, chunk in enumerate(chunks):
-                    with torch.no_grad():
-                        fake, fake_cond = game.fake(params, chunk, rand)
-                    real, real_cond = game.real(params, chunk, rand)
-                    loss, penalty = _critic_objective(game, s, params, real, real_cond, fake, fake_cond, rand)
+                    loss, metrics = call_loss(losses.discriminator, program, params, chunk, rng)
+                    penalty = metrics.get("penalty", 0.0)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     _set_lr(opt, state["lr"]["discriminator"](state["step"] * k + j))
                     opt.step()
-                    if s["loss"] == "wasserstein":
+                    if state["clip"]:
                         with torch.no_grad():
                             for p in state["players"]["discriminator"]:
                                 p.clamp_(-alg.clip, alg.clip)
                     d_total += loss.item()
                     penalty_total += float(penalty.detach()) if hasattr(penalty, "detach") else float(penalty)
             chunk = chunks[-1]
-            g_loss, extra = _generator_objective(game, s, params, chunk, rand)
+            g_loss, extra = call_loss(losses.generator, program, params, chunk, rng)
             opt = state["optimizers"]["generator"]
             opt.zero_grad(set_to_none=True)
             grads = torch.autograd.grad(g_loss, state["players"]["generator"])
@@ -567,28 +738,6 @@ def _require_names(params: dict, arrays: dict) -> None:
                               f"resume with the same model and settings, or use a new run_dir")
 
 
-def _critic_objective(game, s, params, real, real_cond, fake, fake_cond, rand):
-    """The discriminator's loss (penalty included) and the unweighted gradient penalty."""
-    critic = game.critic
-    loss = discriminator_loss(s["loss"], critic(params, real, real_cond), critic(params, fake, fake_cond))
-    penalty = 0.0
-    if s["gradient_penalty"] > 0:
-        alpha = rand.uniform((real.shape[0],))
-        penalty = gradient_penalty(lambda v: critic(params, v, real_cond), real, fake, alpha)
-        loss = loss + s["gradient_penalty"] * penalty
-    return loss, penalty
-
-
-def _generator_objective(game, s, params, chunk, rand):
-    """The generator's loss (for an autoencoder: reconstruction + regulariser) and its parts."""
-    fake, fake_cond = game.fake(params, chunk, rand)
-    extra = game.generator_terms(params, chunk, fake, rand)
-    loss = extra.pop("loss", 0.0)
-    if game.has_discriminator:
-        loss = loss + game.adversarial_weight * generator_loss(s["loss"], game.critic(params, fake, fake_cond))
-    return loss, extra
-
-
 def _check_critic_output(game, params, batch, rand) -> None:
     """Refuse, before training, a discriminator that does not give one score per example."""
     small = {k: v[:2] for k, v in batch.items() if hasattr(v, "shape")}
@@ -642,7 +791,9 @@ class _JaxGame:
         lr = _schedules(alg, s, program.num_data)
         opt = {p: optimizers.adam(lr[p], b1=b1, b2=b2) for p in names if names[p]}
         opt_state = {p: opt[p][0]({n: params[n] for n in names[p]}) for p in opt}
-        k, loss_name, lam, clip = s["critic_steps"], s["loss"], s["gradient_penalty"], alg.clip
+        k, clip = s["critic_steps"], alg.clip
+        players = alg.game()
+        clipping = isinstance(players, AdversarialLoss) and players.weight_clipping
         size = alg.batch_size
         if game.has_discriminator:
             _check_critic_output(game, params, batch, _JaxRandom(jax.random.PRNGKey(0)))
@@ -655,24 +806,15 @@ class _JaxGame:
 
         def critic_update(carry, chunk):
             d_state, count, key, current = carry
-            rand = _JaxRandom(jax.random.fold_in(key, count))
-            fake, fake_cond = game.fake(current, chunk, rand)
-            fake = jax.lax.stop_gradient(fake)
-            real, real_cond = game.real(current, chunk, rand)
-            alpha = rand.uniform((real.shape[0],))
+            rng = jax.random.fold_in(key, count)
 
             def d_objective(d_params):
-                p = dict(current, **d_params)
-                loss = discriminator_loss(loss_name, game.critic(p, real, real_cond), game.critic(p, fake, fake_cond))
-                penalty = jnp.zeros(())
-                if lam > 0:
-                    penalty = gradient_penalty(lambda v: game.critic(p, v, real_cond), real, fake, alpha)
-                    loss = loss + lam * penalty
-                return loss, penalty
+                return call_loss(players.discriminator, program, dict(current, **d_params), chunk, rng)
 
-            (loss, penalty), grads = jax.value_and_grad(d_objective, has_aux=True)(opt["discriminator"][2](d_state))
+            (loss, metrics), grads = jax.value_and_grad(d_objective, has_aux=True)(opt["discriminator"][2](d_state))
+            penalty = jnp.asarray(metrics.get("penalty", 0.0), dtype=loss.dtype)
             d_state = opt["discriminator"][1](count, grads, d_state)
-            if loss_name == "wasserstein":
+            if clipping:
                 clipped = jax.tree_util.tree_map(lambda w: jnp.clip(w, -clip, clip), opt["discriminator"][2](d_state))
                 d_state = _replace_params(d_state, clipped)
             return (d_state, count + 1, key, current), (loss, penalty)
@@ -690,10 +832,9 @@ class _JaxGame:
                     d_loss, penalty = losses.mean(), penalties.mean()
                 current = merged(opt_state)
                 last = {name: v[-1] for name, v in chunks.items()}
-                rand = _JaxRandom(key_g)
 
                 def g_objective(g_params):
-                    return _generator_objective(game, s, dict(current, **g_params), last, rand)
+                    return call_loss(players.generator, program, dict(current, **g_params), last, key_g)
 
                 g_params = opt["generator"][2](opt_state["generator"])
                 (g_loss, extra), grads = jax.value_and_grad(g_objective, has_aux=True)(g_params)

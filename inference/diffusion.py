@@ -15,7 +15,8 @@ uniformly from the T steps for each example, noise :math:`\epsilon \sim \mathcal
 - ``"hybrid"`` (Nichol & Dhariwal 2021): ``simple + hybrid_weight · vlb``.
 
 Each is passed by name, ``inference.SVI(elbo="simple")`` (``hybrid_weight=`` on SVI), or as
-an object, ``inference.SVI(elbo=inference.DiffusionLoss("hybrid", hybrid_weight=0.01))``. The
+an object, ``inference.SVI(elbo=inference.DiffusionLoss("hybrid", hybrid_weight=0.01))``, a
+loss object called ``loss(program, params, batch, rng)`` like every loss (``inference.losses``). The
 loss is summed over the minibatch and scaled to the data set (N / batch size), as SVI's ELBOs
 are, so ``fit.history``'s per-example ``loss`` is the mean MSE (simple) or the bound in nats
 per example (vlb). It runs wherever the data are (CPU or GPU), in both backends. An EMA of
@@ -30,10 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
-from ppgen.config import Config
 from ppgen.errors import ConfigError
+
+from .losses import LossConfig, pyro_stream
 
 __all__ = ["DiffusionLoss", "DIFFUSION_LOSSES"]
 
@@ -41,11 +43,12 @@ DIFFUSION_LOSSES = ("simple", "vlb", "hybrid")
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionLoss(Config):
-    """A diffusion objective for ``inference.SVI(elbo=...)`` (see the module docstring).
+class DiffusionLoss(LossConfig):
+    """A diffusion objective for ``inference.SVI(elbo=...)`` (see the module docstring), a loss
+    object of ``inference.losses``: ``loss(program, params, batch, rng) -> (value, {})``.
 
     Args:
-        kind: ``"simple"``, ``"vlb"`` or ``"hybrid"``.
+        kind: ``"simple"``, ``"vlb"`` or ``"hybrid"`` (also its ``name``).
         hybrid_weight: λ of ``simple + λ·vlb`` (Nichol & Dhariwal use 0.001).
 
     Example:
@@ -55,49 +58,49 @@ class DiffusionLoss(Config):
     kind: Literal["simple", "vlb", "hybrid"] = "simple"
     hybrid_weight: float = 0.001
 
-    name: ClassVar[str] = "diffusion_loss"
-
     def _validate(self):
         self._require(self.hybrid_weight >= 0 and math.isfinite(self.hybrid_weight),
                       f"hybrid_weight must be a finite number >= 0; got {self.hybrid_weight}")
 
     @property
-    def __name__(self) -> str:  # how SVI's config names a custom loss
+    def name(self) -> str:  # the shorthand it stands for
         return self.kind
 
-    def __call__(self, program, batch: dict, params=None, rng_key=None):
-        """The loss on one minibatch: ``program`` has ``.program`` (the BuiltProgram of a
-        diffusion family); ``params``/``rng_key`` are given by the NumPyro backend."""
-        built = program.program
-        spec = built.spec
+    def __call__(self, program, params, batch: dict, rng):
+        """The loss on one minibatch of a diffusion family's BuiltProgram: in Pyro the denoiser's
+        weights come from the param store and the draws from ``rng`` (a torch.Generator or None:
+        torch's default); in NumPyro from ``params`` and the JAX key ``rng``."""
+        spec = program.spec
         if spec is None or not spec.diffusion:
             raise ConfigError(f"the diffusion loss {self.kind!r} needs a diffusion model (models.DDPM); got "
                               f"{type(spec).__name__}")
         x = batch["x"]
         n, T = x.shape[0], spec.timesteps
         x0 = spec.to_model_space(x)
-        if built.backend == "pyro":
+        if program.backend == "pyro":
             import torch
 
-            weights = built.extras["weights"]()
-            t = torch.randint(0, T, (n,), device=x.device)
-            noise = torch.randn_like(x0)
+            weights = program.extras["weights"]()
+            generator = rng if isinstance(rng, torch.Generator) else None
+            with pyro_stream(None if generator is not None else rng):
+                t = torch.randint(0, T, (n,), device=x.device, generator=generator)
+                noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
         else:
             import jax
 
             weights = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("denoiser.")}
-            key_t, key_noise = jax.random.split(rng_key)
+            key_t, key_noise = jax.random.split(rng)
             t = jax.random.randint(key_t, (n,), 0, T)
             noise = jax.random.normal(key_noise, x0.shape, dtype=x0.dtype)
         x_t = spec.q_sample(x0, t, noise)
-        output = built.extras["denoise"](weights, x_t, t)
+        output = program.extras["denoise"](weights, x_t, t)
         per_example = 0.0
         if self.kind in ("simple", "hybrid"):
             per_example = ((spec.target(x0, noise, t) - output) ** 2).mean(-1)
         if self.kind in ("vlb", "hybrid"):
             bound = variational_bound_estimate(spec, x0, x_t, t, output)
             per_example = per_example + (bound if self.kind == "vlb" else self.hybrid_weight * bound)
-        return per_example.sum() * (built.num_data / n)
+        return per_example.sum() * (program.num_data / n), {}
 
 
 def variational_bound_estimate(spec, x0, x_t, t, output):

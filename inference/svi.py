@@ -6,7 +6,7 @@ The loss and the guide are arguments, not subclasses:
   has it), ``"iwae"`` (the importance-weighted bound with ``num_particles`` = K samples),
   ``"renyi"`` (the Rényi bound with ``alpha``; alpha=0 is the IWAE bound), ``"enum"``
   (discrete latents summed out), the diffusion losses ``"simple"``, ``"vlb"``, ``"hybrid"``
-  of ``inference/diffusion.py`` (diffusion families), or a custom loss (see below).
+  of ``inference/diffusion.py`` (diffusion families), or a loss object (see below).
 - ``ema``: an exponential moving average of the parameters (Polyak averaging), kept next to
   the optimised ones and used for everything after the step: validation (early stopping),
   the fit's parameters, likelihoods and samples.
@@ -34,10 +34,16 @@ the right one.
   ``"low_rank_normal"``, ``"delta"`` (MAP)). ``"auto"`` picks the family's first local guide,
   else ``"normal"``; a user Program's own guide is used when it has one.
 
-A custom loss is a callable ``loss(program, batch, **extra) -> scalar`` where ``program`` has
-``.model`` and ``.guide`` (called with the batch keywords). In the Pyro backend it returns a
-differentiable tensor; in the NumPyro backend ``extra`` holds ``params`` (the constrained
-parameters) and ``rng_key``, and it must be a pure function of them.
+Every loss is an object with one call shape, ``loss(program, params, batch, rng) -> (value,
+metrics)`` (``inference/losses.py``): the names above are shorthands that
+:func:`~ppgen.inference.resolve_loss` turns into :class:`~ppgen.inference.MonteCarloELBO`,
+:class:`~ppgen.inference.AnalyticKLELBO`, :class:`~ppgen.inference.ImportanceWeightedELBO`,
+:class:`~ppgen.inference.RenyiELBO`, :class:`~ppgen.inference.EnumeratedELBO` and
+:class:`~ppgen.inference.DiffusionLoss` with this SVI's ``num_particles``, ``beta``, ``alpha``
+and ``hybrid_weight``. ``SVI(elbo=obj)`` takes such an object, or a person's own: it then
+carries its own options, and its ``metrics`` join the fit's history. SVI passes the program with
+its bound model and guide, the constrained parameters (NumPyro) or the param store's (Pyro),
+the minibatch, and a JAX key (NumPyro) or torch's default generator set to the fit's stream (Pyro).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
@@ -54,11 +61,13 @@ from ppgen.backends import get_backend, training
 from ppgen.errors import ConfigError
 
 from .base import Inference, Result
+from .diffusion import DiffusionLoss
+from .losses import (SVI_LOSSES, ELBOLoss, EnumeratedELBO, call_loss, importance_bound, latent_weight, loss_class,
+                     loss_name, loss_options, pyro_generator, resolve_loss)
 
-__all__ = ["SVI", "SVIInfo", "ELBOS", "LOCAL_GUIDES", "GLOBAL_GUIDES"]
+__all__ = ["SVI", "SVIInfo", "ELBOS", "LOCAL_GUIDES", "GLOBAL_GUIDES", "importance_bound"]
 
-ELBOS = ("trace", "meanfield", "iwae", "renyi", "enum", "simple", "vlb", "hybrid")
-DIFFUSION_LOSSES = ("simple", "vlb", "hybrid")
+ELBOS = SVI_LOSSES
 LOCAL_GUIDES = ("amortized", "per_example")
 GLOBAL_GUIDES = ("normal", "multivariate_normal", "low_rank_normal", "delta")
 
@@ -77,7 +86,9 @@ class SVI(Inference):
 
     Args:
         elbo: ``"trace"``, ``"meanfield"``, ``"iwae"``, ``"renyi"``, ``"enum"``, a diffusion loss
-            (``"simple"``, ``"vlb"``, ``"hybrid"``) or a custom loss callable.
+            (``"simple"``, ``"vlb"``, ``"hybrid"``) or a loss object
+            (``loss(program, params, batch, rng) -> (value, metrics)``, see ``inference.losses``),
+            which then carries its own num_particles, beta, alpha and hybrid_weight.
         hybrid_weight: λ of the diffusion loss ``"hybrid"`` (simple + λ·vlb).
         guide: ``"auto"``, a local guide of the family, or an automatic global guide.
         steps: optimisation steps (ignored when ``epochs`` is set).
@@ -133,11 +144,21 @@ class SVI(Inference):
     state_fields: ClassVar[tuple] = ("elbo", "guide", "optimizer", "rank")
 
     def _validate(self):
-        if not callable(self.elbo) and self.elbo not in ELBOS:
-            from ppgen.config import suggest
-
-            raise ConfigError(f"SVI.elbo={self.elbo!r} is not one of {list(ELBOS)} or a loss "
-                              f"function.{suggest(self.elbo, ELBOS)}")
+        if isinstance(self.elbo, str):
+            if self.elbo not in ELBOS:
+                loss_class(self.elbo)  # unknown: refused naming the nearest and the known ones
+                raise ConfigError(f"SVI.elbo={self.elbo!r} is an adversarial game, which SVI does not play; use "
+                                  f"inference.Adversarial(loss={self.elbo!r}), or one of {list(ELBOS)}")
+        elif not callable(self.elbo):
+            raise ConfigError(f"SVI.elbo must be one of {list(ELBOS)} or a loss object "
+                              f"(loss(program, params, batch, rng) -> (value, metrics)); got {self.elbo!r}")
+        else:
+            defaults = {"num_particles": 1, "alpha": 0.0, "beta": 1.0, "hybrid_weight": 0.001}
+            changed = [k for k, v in defaults.items() if getattr(self, k) != v]
+            if changed:
+                raise ConfigError(f"SVI({changed[0]}=...) is an option of a shorthand loss such as elbo='trace'; the "
+                                  f"loss object {loss_name(self.elbo)!r} carries its own options: set it there, e.g. "
+                                  f"elbo=inference.MonteCarloELBO(num_particles=8, beta=4.0)")
         for name in ("steps", "num_particles", "num_samples"):
             self._require(getattr(self, name) >= 1, f"{name} must be at least 1; got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "rank"):
@@ -152,16 +173,32 @@ class SVI(Inference):
         self._require(self.beta > 0 and math.isfinite(self.beta), f"beta must be positive; got {self.beta}")
         self._require(0 <= self.ema < 1, f"ema is a decay in [0, 1) (e.g. 0.999, or 0 for none); got {self.ema}")
         self._require(self.hybrid_weight >= 0, f"hybrid_weight must be >= 0; got {self.hybrid_weight}")
-        if self.elbo in DIFFUSION_LOSSES and (self.kl_warmup or self.beta != 1):
+        loss = self._resolve_loss()
+        object.__setattr__(self, "_loss", loss)  # resolved once: beta_at reads it at every step
+        if not (self.kl_warmup or self.beta != 1) or (isinstance(loss, ELBOLoss) and loss.weighs_latents):
+            return
+        if isinstance(loss, DiffusionLoss):
             raise ConfigError(f"SVI: kl_warmup and beta weight latent terms of an ELBO; the diffusion loss "
-                              f"{self.elbo!r} has none. Drop kl_warmup/beta")
-        if self.elbo == "enum" and (self.kl_warmup or self.beta != 1):
+                              f"{loss.name!r} has none. Drop kl_warmup/beta")
+        if isinstance(loss, EnumeratedELBO):
             raise ConfigError("SVI: kl_warmup and beta weight the latent terms of elbo='trace', 'meanfield', "
                               "'iwae' or 'renyi'; elbo='enum' sums discrete latents out exactly. Drop "
                               "kl_warmup/beta or use elbo='trace'")
-        if callable(self.elbo) and (self.kl_warmup or self.beta != 1):
-            raise ConfigError("SVI: kl_warmup and beta apply to the built-in ELBOs; a custom loss weights "
-                              "its own terms")
+        raise ConfigError("SVI: kl_warmup and beta apply to the built-in ELBOs; a custom loss weights "
+                          "its own terms")
+
+    def loss(self):
+        """The loss object this SVI minimises: ``elbo`` itself, or the shorthand resolved with
+        this SVI's ``num_particles``, ``beta``, ``alpha`` and ``hybrid_weight`` (those it takes)."""
+        return self._loss
+
+    def _resolve_loss(self):
+        if not isinstance(self.elbo, str):
+            return self.elbo
+        options = {"num_particles": self.num_particles, "beta": self.beta, "alpha": self.alpha,
+                   "hybrid_weight": self.hybrid_weight}
+        names = loss_options(self.elbo)
+        return resolve_loss(self.elbo, **{k: v for k, v in options.items() if k in names})
 
     # ---- compatibility ---------------------------------------------------------------
     def form_for(self, model) -> str:
@@ -172,13 +209,15 @@ class SVI(Inference):
                     f"brings its own guide, or uses guide='auto' or one of {list(GLOBAL_GUIDES)}")
             return "user"
         local = model.local_guides
-        if self.elbo in DIFFUSION_LOSSES and not model.diffusion:
-            self._refuse(model, f"elbo={self.elbo!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
+        loss = self.loss()
+        name = loss_name(loss)
+        if isinstance(loss, DiffusionLoss) and not model.diffusion:
+            self._refuse(model, f"elbo={name!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
                                 f"and {type(model).__name__} is not a diffusion model; use models.DDPM, or an ELBO "
                                 f"such as 'meanfield'")
-        refusal = model.elbo_refusals.get(self.elbo) if isinstance(self.elbo, str) else None
+        refusal = model.elbo_refusals.get(name) if isinstance(loss, (ELBOLoss, DiffusionLoss)) else None
         if refusal:
-            raise ConfigError(f"SVI(elbo={self.elbo!r}) cannot fit {type(model).__name__}: {refusal}")
+            raise ConfigError(f"SVI(elbo={name!r}) cannot fit {type(model).__name__}: {refusal}")
         if model.discrete_latents:
             # discrete per-example latents: enumerated (elbo="enum") or summed out, never guided
             if self.guide in LOCAL_GUIDES:
@@ -186,7 +225,7 @@ class SVI(Inference):
                                     f"summed out, not guided, so it has no guide {self.guide!r}; use "
                                     f"guide='auto' (point estimates) or one of {list(GLOBAL_GUIDES)} (posterior)")
             if self.guide == "auto":
-                return "latent" if self.elbo == "enum" else "marginal"
+                return "latent" if isinstance(loss, EnumeratedELBO) else "marginal"
             return "bayesian"
         if self.guide in LOCAL_GUIDES or (self.guide == "auto" and "latent" in model.forms):
             if self.guide != "auto" and self.guide not in local:
@@ -206,33 +245,26 @@ class SVI(Inference):
         return local[0] if (self.guide == "auto" and local) else None
 
     def build_options(self, model) -> dict:
-        if self.elbo == "enum" and model.discrete_latents:
+        if isinstance(self.loss(), EnumeratedELBO) and model.discrete_latents:
             return {"enumerate": True}
         return {}
 
     def beta_at(self, step: int) -> float:
         """The weight β of the latent terms at (0-based) ``step``: linear warm-up, then ``beta``."""
+        loss = self.loss()
+        beta = loss.beta if isinstance(loss, ELBOLoss) and loss.weighs_latents else 1.0
         if self.kl_warmup <= 0:
-            return self.beta
-        return self.beta * min(1.0, (step + 1) / self.kl_warmup)
+            return beta
+        return beta * min(1.0, (step + 1) / self.kl_warmup)
 
     def ema_decay_at(self, step: int) -> float:
         """The moving average's decay after (0-based) ``step``: ``ema``, or with ``ema_warmup``
         min(ema, (1 + t) / (10 + t))."""
         return min(self.ema, (1.0 + step) / (10.0 + step)) if self.ema_warmup else self.ema
 
-    def _diffusion_loss(self):
-        from .diffusion import DiffusionLoss
-
-        return DiffusionLoss(self.elbo, self.hybrid_weight)
-
-    @property
-    def _custom(self) -> bool:
-        return callable(self.elbo) or self.elbo in DIFFUSION_LOSSES
-
     @property
     def _weighs_latents(self) -> bool:
-        return self.kl_warmup > 0 or self.beta != 1
+        return self.kl_warmup > 0 or self.beta_at(self.kl_warmup) != 1
 
     def _auto_guide_name(self, program) -> Optional[str]:
         if program.guide is not None:
@@ -276,17 +308,8 @@ class SVI(Inference):
         return state["impl"].restore_state(self, state, arrays, meta)
 
 
-_ELBO_CLASSES = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "enum": "TraceEnum_ELBO"}
 _AUTO_GUIDE_CLASSES = {"normal": "AutoNormal", "multivariate_normal": "AutoMultivariateNormal",
                        "low_rank_normal": "AutoLowRankMultivariateNormal", "delta": "AutoDelta"}
-
-
-def _make_elbo(svi: SVI, infer_module, program):
-    """``svi.elbo`` from ``pyro.infer`` or ``numpyro.infer`` (same class names and arguments)."""
-    cls = getattr(infer_module, _ELBO_CLASSES[svi.elbo])
-    if svi.elbo == "enum" and program.max_plate_nesting is not None:
-        return cls(num_particles=svi.num_particles, max_plate_nesting=program.max_plate_nesting)
-    return cls(num_particles=svi.num_particles)
 
 
 def _make_auto_guide(svi: SVI, name: str, model, autoguide_module, init_loc_fn):
@@ -334,71 +357,54 @@ def _blocked(model, program):
     return poutine.block(model, hide=list(program.discrete_sites))
 
 
-@functools.lru_cache(maxsize=None)
-def _latent_scaler(backend: str):
-    """The class of a handler that multiplies the scale of every latent (unobserved) sample
-    site by ``beta`` (KL warm-up), built once per backend."""
-    if backend == "numpyro":
-        from numpyro.primitives import Messenger
-
-        class ScaleLatents(Messenger):
-            def __init__(self, beta):
-                super().__init__()
-                self.beta = beta
-
-            def process_message(self, msg):
-                if msg["type"] == "sample" and not msg["is_observed"]:
-                    msg["scale"] = self.beta if msg.get("scale") is None else self.beta * msg["scale"]
-
-        return ScaleLatents
-    from pyro.poutine.messenger import Messenger
-
-    class ScaleLatentsPyro(Messenger):
-        def __init__(self, beta):
-            super().__init__()
-            self.beta = beta
-
-        def _process_message(self, msg):
-            if msg["type"] == "sample" and not msg["is_observed"] and type(msg["fn"]).__name__ != "_Subsample":
-                msg["scale"] = self.beta * msg["scale"]
-
-    return ScaleLatentsPyro
-
-
 def _scale_latents(backend: str, beta):
     """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``."""
-    return _latent_scaler(backend)(beta)
+    return latent_weight(backend, beta)
 
 
-def _plate_nesting(be, model, batch) -> int:
-    """How many plates nest in ``model`` (traced once)."""
-    sites = be.trace(model, 0, **batch)
-    return max([len(s.get("cond_indep_stack", ())) for s in sites.values()] + [0])
+def _loss_program(program, model, guide):
+    """The BuiltProgram a loss object sees: ``program`` with SVI's bound model and guide (the
+    batch keywords and ``num_data`` bound, an automatic guide in place) and extras of its own."""
+    return dataclasses.replace(program, model=model, guide=guide, extras=dict(program.extras))
 
 
-def importance_bound(terms: dict, alpha: float, num_particles: int, logsumexp):
-    """The IWAE (alpha=0) or Rényi bound from a backend's ``log_weights`` terms.
+class _StoreParams(Mapping):
+    """The Pyro parameters a loss object sees: the param store's, by name, constrained (what
+    ``pyro.param(name)`` returns), read when looked up (within the fit's store scope)."""
 
-    Per example, (log (1/K) Σ_k w_nk^{1−α}) / (1−α), summed over the minibatch and scaled to
-    the data set; when the program has latents outside the data plate, the pooled bound over
-    whole-batch weights instead."""
-    local, glob, scale = terms["local"], terms["global"], terms["scale"]
-    k = math.log(num_particles)
-    if terms["global_latent"] or not hasattr(local, "shape"):
-        total = (scale * local.sum(-1) if hasattr(local, "shape") else 0.0) + glob
-        return (logsumexp((1 - alpha) * total, 0) - k) / (1 - alpha)
-    per_example = (logsumexp((1 - alpha) * local, 0) - k) / (1 - alpha)
-    rest = glob.mean(0) if hasattr(glob, "shape") else glob
-    return scale * per_example.sum() + rest
+    def __init__(self, raw: dict):
+        self.raw = raw
+
+    def __getitem__(self, name):
+        import pyro
+
+        if name not in self.raw:
+            raise KeyError(name)
+        return pyro.param(name)
+
+    def __iter__(self):
+        return iter(list(self.raw))
+
+    def __len__(self):
+        return len(self.raw)
 
 
-class _ProgramView(NamedTuple):
-    """What a custom loss gets: the bound ``model`` and ``guide``, and the ``program`` they
-    came from (a BuiltProgram: spec, backend, num_data, extras)."""
+@functools.lru_cache(maxsize=None)
+def _info_class(names: tuple):
+    """SVIInfo with a loss object's metrics as extra fields (the history records every field)."""
+    reserved = {"loss", "beta", "step", "epoch", "seconds"}
+    bad = [n for n in names if n in reserved or not n.isidentifier() or n.startswith("_")]
+    if bad:
+        raise ConfigError(f"a loss's metric {bad[0]!r} cannot be a history column: metric names are identifiers, "
+                          f"not starting with '_', other than {sorted(reserved)}; rename it")
+    return NamedTuple("SVIInfo", [("loss", float), ("beta", float)] + [(n, float) for n in names])
 
-    model: Any
-    guide: Any
-    program: Any = None
+
+def _info(loss: float, beta: float, metrics: dict):
+    if not metrics:
+        return SVIInfo(loss, beta)
+    values = (float(v.detach()) if hasattr(v, "detach") else float(v) for v in metrics.values())
+    return _info_class(tuple(metrics))(loss, beta, *values)
 
 
 def _latent_site_names(be, model, batch):
@@ -411,16 +417,6 @@ def _latent_site_names(be, model, batch):
 # ======================================================================================
 class _PyroSVI:
     @staticmethod
-    def _elbo(svi: SVI, program):
-        import pyro.infer
-
-        if svi.elbo in ("iwae", "renyi"):
-            return None
-        if svi.elbo in DIFFUSION_LOSSES:
-            return svi._diffusion_loss()
-        return svi.elbo if callable(svi.elbo) else _make_elbo(svi, pyro.infer, program)
-
-    @staticmethod
     def _auto_guide(svi: SVI, name: str, model, program, device="cpu"):
         import pyro.infer.autoguide as autoguide
 
@@ -432,23 +428,10 @@ class _PyroSVI:
         return _make_auto_guide(svi, name, model, autoguide, init)
 
     @classmethod
-    def _loss(cls, svi, state, batch, differentiable=True):
-        model, guide, elbo = state["model"], state["guide"], state["elbo"]
-        if svi._custom:
-            return elbo(_ProgramView(model, guide, state["program"]), batch)
-        if svi.elbo in ("iwae", "renyi"):
-            import torch
-
-            be = get_backend("pyro")
-            terms = be.log_weights(model, guide, batch, svi.num_particles, state["particle_dim"])
-            alpha = 0.0 if svi.elbo == "iwae" else svi.alpha
-            return -importance_bound(terms, alpha, svi.num_particles, torch.logsumexp)
-        if state.get("reparam"):
-            return get_backend("pyro").reparam_elbo_loss(model, guide, batch, svi.elbo == "meanfield",
-                                                         svi.num_particles)
-        if differentiable and hasattr(elbo, "differentiable_loss"):
-            return elbo.differentiable_loss(model, guide, **batch)
-        return None
+    def _loss(cls, state, batch):
+        """The loss object on ``batch`` (within the fit's param store and RNG): (value, metrics)."""
+        return call_loss(state["loss"], state["loss_program"], _StoreParams(state["store"]["params"]), batch,
+                         state["generator"])
 
     @classmethod
     def init(cls, svi: SVI, program, batch, seed):
@@ -460,19 +443,12 @@ class _PyroSVI:
         auto = svi._auto_guide_name(program)
         guide = cls._auto_guide(svi, auto, _blocked(model, program), program, batch["x"].device) if auto \
             else _bind(program, program.guide)
-        state = {"impl": cls, "program": program, "model": model, "guide": guide,
-                 "elbo": cls._elbo(svi, program), "store": {"params": {}, "constraints": {}}, "rng": None,
-                 "batch": batch, "step": 0}
+        state = {"impl": cls, "program": program, "model": model, "guide": guide, "loss": svi.loss(),
+                 "loss_program": _loss_program(program, model, guide), "generator": pyro_generator(batch["x"].device),
+                 "store": {"params": {}, "constraints": {}}, "rng": None, "batch": batch, "step": 0}
         store = pyro.get_param_store()
         with store.scope(state["store"]), be.rng(state, seed):
-            if svi.elbo in ("iwae", "renyi"):
-                nesting = program.max_plate_nesting
-                state["particle_dim"] = -1 - (nesting if nesting is not None else _plate_nesting(be, model, batch))
-            loss = cls._loss(svi, state, batch)
-            if loss is None:
-                state["elbo"].loss(model, guide, **batch)
-            # Trace/TraceMeanField ELBOs of fully reparameterised programs: the same loss, leaner
-            state["reparam"] = svi.elbo in ("trace", "meanfield") and be.all_reparameterized(model, guide, batch)
+            cls._loss(state, batch)  # the first call creates the parameters
         params = list(state["store"]["params"].values())
         for p in params:
             p.requires_grad_(True)
@@ -522,12 +498,9 @@ class _PyroSVI:
         state["step"] += 1
         with pyro.get_param_store().scope(state["store"]), be.rng(state), training():
             opt.zero_grad(set_to_none=True)
-            loss = cls._loss(svi, state, batch)
-            if loss is None:  # ELBOs without a differentiable loss do their own backward
-                value = state["elbo"].loss_and_grads(state["model"], state["guide"], **batch)
-            else:
-                loss.backward()
-                value = loss.item()
+            loss, metrics = cls._loss(state, batch)
+            loss.backward()
+            value = loss.item()
             opt.step()
             state["schedule"].step()
         if state["ema"] is not None:
@@ -538,7 +511,7 @@ class _PyroSVI:
                 torch._foreach_lerp_([state["ema"][n] for n in names],
                                      [state["store"]["params"][n].detach() for n in names],
                                      1.0 - svi.ema_decay_at(state["step"] - 1))
-        return state, SVIInfo(value / state["program"].num_data, beta)
+        return state, _info(value / state["program"].num_data, beta, metrics)
 
     @classmethod
     def evaluate(cls, svi, state, batch):
@@ -548,10 +521,7 @@ class _PyroSVI:
         be = get_backend("pyro")
         rng = {"rng": None}
         with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad(), cls._averaged(state):
-            if svi._custom or svi.elbo in ("iwae", "renyi"):
-                value = float(cls._loss(svi, state, batch))
-            else:
-                value = state["elbo"].loss(state["model"], state["guide"], **batch)
+            value = float(cls._loss(state, batch)[0])
         return value / state["program"].num_data
 
     @classmethod
@@ -684,17 +654,6 @@ def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
 # ======================================================================================
 class _NumPyroSVI:
     @staticmethod
-    def _elbo(svi: SVI, program):
-        import numpyro.infer
-
-        if svi.elbo in ("iwae", "renyi"):
-            return _NumPyroImportanceLoss(0.0 if svi.elbo == "iwae" else svi.alpha, svi.num_particles,
-                                          -1 - program.max_plate_nesting)
-        if svi._custom:
-            return _NumPyroCustomLoss(svi._diffusion_loss() if svi.elbo in DIFFUSION_LOSSES else svi.elbo, program)
-        return _make_elbo(svi, numpyro.infer, program)
-
-    @staticmethod
     def _auto_guide(svi: SVI, name: str, model, program):
         import jax.numpy as jnp
         import numpyro.infer.autoguide as autoguide
@@ -711,39 +670,43 @@ class _NumPyroSVI:
         import jax
         import numpyro
         import numpyro.infer as ni
+        from numpyro.infer.svi import SVIState
 
         model = _bind(program, program.model)
         auto = svi._auto_guide_name(program)
         guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
             else _bind(program, program.guide)
-        if svi.elbo in ("iwae", "renyi") and program.max_plate_nesting is None:
-            program = dataclasses.replace(program, max_plate_nesting=_plate_nesting(get_backend("numpyro"), model,
-                                                                                    batch))
         total = max(svi.num_steps(program.num_data), 1)
         schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
         if svi.optimizer == "adam":
             optim = numpyro.optim.Adam(step_size=schedule)
         else:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
-        engine = ni.SVI(model, guide, optim, cls._elbo(svi, program))
+        loss, loss_program = svi.loss(), _loss_program(program, model, guide)
+        engine = ni.SVI(model, guide, optim, _NumPyroLoss(loss, loss_program))
         # a diffusion model's program runs all T steps per example: find its parameters on one row
         first = {k: (v[:1] if hasattr(v, "shape") and v.ndim else v) for k, v in batch.items()} \
-            if svi.elbo in DIFFUSION_LOSSES else batch
+            if isinstance(loss, DiffusionLoss) else batch
         svi_state = engine.init(jax.random.PRNGKey(seed), **first)
 
+        def objective(raw, b, key):
+            return call_loss(loss, loss_program, engine.constrain_fn(raw), b, key)
+
         def update(st, ema, b, decay):
+            rng_key, key = jax.random.split(st.rng_key)  # as numpyro's SVI.update splits it
             with training():  # read while JAX traces: the compiled step has dropout on
-                st, loss = engine.update(st, **b)
+                (value, metrics), optim_state = engine.optim.eval_and_update(lambda raw: objective(raw, b, key),
+                                                                             st.optim_state)
+            st = SVIState(optim_state, st.mutable_state, rng_key)
             if ema is not None:
                 raw = engine.optim.get_params(st.optim_state)
                 ema = jax.tree_util.tree_map(lambda e, p: e + (1.0 - decay) * (p - e), ema, raw)
-            return st, ema, loss
+            return st, ema, value, metrics
 
         def evaluate(st, ema, b):
-            if ema is None:
-                return engine.evaluate(st, **b)
-            _, key = jax.random.split(st.rng_key)  # as engine.evaluate does
-            return engine.loss.loss(key, engine.constrain_fn(ema), engine.model, engine.guide, **b)
+            _, key = jax.random.split(st.rng_key)  # as numpyro's SVI.evaluate does
+            raw = engine.optim.get_params(st.optim_state) if ema is None else ema
+            return objective(raw, b, key)[0]
 
         ema = engine.optim.get_params(svi_state.optim_state) if svi.ema else None
         return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state, "ema": ema,
@@ -757,9 +720,13 @@ class _NumPyroSVI:
             batch = dict(batch, beta=beta)
         decay = svi.ema_decay_at(state["step"])
         state["step"] += 1
-        svi_state, state["ema"], loss = state["update"](state["svi_state"], state["ema"], batch, decay)
+        svi_state, state["ema"], loss, metrics = state["update"](state["svi_state"], state["ema"], batch, decay)
         state["svi_state"] = svi_state
-        return state, SVIInfo(float(loss) / state["program"].num_data, beta)
+        if metrics:
+            import jax
+
+            metrics = jax.device_get(metrics)
+        return state, _info(float(loss) / state["program"].num_data, beta, metrics)
 
     @classmethod
     def evaluate(cls, svi, state, batch):
@@ -825,29 +792,14 @@ def _substituted(fn, params):
     return handlers.substitute(fn, data=params)
 
 
-class _NumPyroImportanceLoss:
-    """The per-example IWAE / Rényi bound as a NumPyro loss (see ``importance_bound``)."""
+class _NumPyroLoss:
+    """A loss object through NumPyro's ELBO interface, for ``numpyro.infer.SVI`` (its init, and
+    its update/evaluate where a caller uses them)."""
 
-    def __init__(self, alpha: float, num_particles: int, dim: int):
-        self.alpha, self.num_particles, self.dim = alpha, num_particles, dim
-
-    def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
-        import jax
-
-        be = get_backend("numpyro")
-        terms = be.log_weights(model, guide, kwargs, self.num_particles, self.dim, rng_key, param_map)
-        return -importance_bound(terms, self.alpha, self.num_particles, jax.nn.logsumexp)
-
-
-class _NumPyroCustomLoss:
-    """Adapts ``loss(program, batch, params=, rng_key=)`` to NumPyro's ELBO interface."""
-
-    def __init__(self, fn, program=None):
+    def __init__(self, fn, program):
         self.fn, self.program = fn, program
+        # numpyro.infer.SVI warns about discrete latents for ELBOs that cannot sum them out
+        self.can_infer_discrete = isinstance(fn, EnumeratedELBO) or not isinstance(fn, ELBOLoss)
 
     def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
-        from numpyro import handlers
-
-        view = _ProgramView(handlers.substitute(model, data=param_map),
-                            handlers.substitute(guide, data=param_map) if guide else None, self.program)
-        return self.fn(view, kwargs, params=param_map, rng_key=rng_key)
+        return call_loss(self.fn, self.program, param_map, kwargs, rng_key)[0]

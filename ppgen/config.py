@@ -11,11 +11,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from .errors import ConfigError
 
-__all__ = ["Config", "CodeReference", "field_specs", "suggest"]
+__all__ = ["Config", "CodeReference", "field_specs", "suggest", "register_option_object", "NameOrObject"]
+
+#: a field holding a name (a string, a ``--flag`` on the command line) or, from Python, an object
+#: (a loss); the class's ``_validate`` checks the object
+NameOrObject = Annotated[str, "name or object"]
+
+#: how an option that is itself a configuration object (a loss) comes back from JSON: its
+#: class's ``option_tag`` -> ``decode(name, options)`` (registered by the module that defines them)
+_OPTION_OBJECTS: dict = {}
+
+
+def register_option_object(tag: str, decode) -> None:
+    """Let options tagged ``tag`` in a run's JSON (``{tag: name, "options": {...}}``, written for
+    a Config whose class has ``option_tag = tag``) come back as ``decode(name, options)``."""
+    _OPTION_OBJECTS[tag] = decode
 
 
 def suggest(name: str, choices) -> str:
@@ -44,6 +58,17 @@ def field_specs(cls) -> list[tuple[str, Any, bool, Any]]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
         out.append((f.name, tp, optional, default))
     return out
+
+
+def _object_fields(cls) -> frozenset:
+    """Names of the fields of ``cls`` typed :data:`NameOrObject` (or Optional of it)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = set()
+    for name, hint in hints.items():
+        args = get_args(hint) if get_origin(hint) is Union else (hint,)
+        if any(get_origin(a) is Annotated and "name or object" in a.__metadata__ for a in args):
+            out.add(name)
+    return frozenset(out)
 
 
 def _check_value(owner: str, name: str, tp, optional: bool, value):
@@ -108,9 +133,13 @@ def _to_json(value):
         return {"network": value.describe()}
     if isinstance(value, CodeReference):
         return {"callable": value.name}
+    if isinstance(value, Config) and type(value).option_tag:  # a loss object: its name and options
+        return {type(value).option_tag: value.name,
+                "options": {fname: _to_json(getattr(value, fname)) for fname, *_ in field_specs(type(value))}}
     if callable(value) and not isinstance(value, (int, float, str, bool)):
+        name = getattr(value, "name", None)  # a loss object's own name
         return {"callable": getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
-                or type(value).__name__}
+                or (name if isinstance(name, str) else None) or type(value).__name__}
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -121,6 +150,10 @@ def _from_json(value):
         from .networks import NetworkReference
 
         return NetworkReference(str(value["network"]))
+    if isinstance(value, dict) and len(value) == 2 and "options" in value:
+        (tag,) = set(value) - {"options"}
+        if tag in _OPTION_OBJECTS:
+            return _OPTION_OBJECTS[tag](str(value[tag]), value["options"])
     return value
 
 
@@ -144,10 +177,16 @@ class Config(metaclass=_Checked):
 
     kind: ClassVar[str] = "config"   # "model" or "inference"
     name: ClassVar[str] = "config"   # registry name, e.g. "ppca", "nuts"
+    #: set (e.g. "loss") for objects that are options of other objects: a run's JSON records
+    #: them as ``{option_tag: name, "options": {...}}`` (see :func:`register_option_object`)
+    option_tag: ClassVar[str] = ""
 
     def __post_init__(self):
         owner = type(self).__name__
+        objects = _object_fields(type(self))
         for fname, tp, optional, _ in field_specs(type(self)):
+            if fname in objects and not isinstance(getattr(self, fname), (str, type(None))):
+                continue
             value = _check_value(owner, fname, tp, optional, getattr(self, fname))
             object.__setattr__(self, fname, value)
         self._validate()
