@@ -52,7 +52,7 @@ from typing import Callable, ClassVar, Literal, NamedTuple, Optional
 import numpy as np
 
 
-from ppgen.backends import get_backend, training
+from ppgen.backends import get_backend
 from ppgen.config import Config, NameOrObject
 from ppgen.errors import CheckpointError, ConfigError, DataError
 
@@ -644,7 +644,7 @@ class _TorchGame:
         chunks = _chunks(batch, k, alg.batch_size)
         d_total = penalty_total = 0.0
         losses, program = state["losses"], state["program"]
-        with be.rng(state, state["seed"]), training():
+        with be.rng(state, state["seed"]):
             rng = pyro_generator(batch["x"].device)
             if game.has_discriminator:
                 opt = state["optimizers"]["discriminator"]
@@ -823,22 +823,21 @@ class _JaxGame:
             chunks = _stacked_chunks(block, k, size)  # (k, B, ...): the critic's k minibatches
             key, key_d, key_g = jax.random.split(key, 3)
             d_loss = penalty = jnp.zeros(())
-            with training():  # read while JAX traces: the compiled step has dropout on
-                if game.has_discriminator:
-                    carry = (opt_state["discriminator"], step * k, key_d, merged(opt_state))
-                    # unrolled: k is small, and XLA fuses across the updates (a rolled loop cost ~10%)
-                    (d_state, _, _, _), (losses, penalties) = jax.lax.scan(critic_update, carry, chunks, unroll=k)
-                    opt_state = dict(opt_state, discriminator=d_state)
-                    d_loss, penalty = losses.mean(), penalties.mean()
-                current = merged(opt_state)
-                last = {name: v[-1] for name, v in chunks.items()}
+            if game.has_discriminator:
+                carry = (opt_state["discriminator"], step * k, key_d, merged(opt_state))
+                # unrolled: k is small, and XLA fuses across the updates (a rolled loop cost ~10%)
+                (d_state, _, _, _), (losses, penalties) = jax.lax.scan(critic_update, carry, chunks, unroll=k)
+                opt_state = dict(opt_state, discriminator=d_state)
+                d_loss, penalty = losses.mean(), penalties.mean()
+            current = merged(opt_state)
+            last = {name: v[-1] for name, v in chunks.items()}
 
-                def g_objective(g_params):
-                    return call_loss(players.generator, program, dict(current, **g_params), last, key_g)
+            def g_objective(g_params):
+                return call_loss(players.generator, program, dict(current, **g_params), last, key_g)
 
-                g_params = opt["generator"][2](opt_state["generator"])
-                (g_loss, extra), grads = jax.value_and_grad(g_objective, has_aux=True)(g_params)
-                opt_state = dict(opt_state, generator=opt["generator"][1](step, grads, opt_state["generator"]))
+            g_params = opt["generator"][2](opt_state["generator"])
+            (g_loss, extra), grads = jax.value_and_grad(g_objective, has_aux=True)(g_params)
+            opt_state = dict(opt_state, generator=opt["generator"][1](step, grads, opt_state["generator"]))
             if ema is not None:
                 raw = opt["generator"][2](opt_state["generator"])
                 ema = jax.tree_util.tree_map(lambda e, p_: e + (1.0 - alg.ema) * (p_ - e), ema, raw)

@@ -177,41 +177,11 @@ def pyro_stream(rng):
 # ======================================================================================
 # The latent weight β
 # ======================================================================================
-@functools.lru_cache(maxsize=None)
-def _latent_scaler(backend: str):
-    """The class of a handler that multiplies the scale of every latent (unobserved) sample site
-    by ``beta``, built once per backend."""
-    if backend == "numpyro":
-        from numpyro.primitives import Messenger
-
-        class ScaleLatents(Messenger):
-            def __init__(self, beta, fn=None):
-                super().__init__(fn)
-                self.beta = beta
-
-            def process_message(self, msg):
-                if msg["type"] == "sample" and not msg["is_observed"]:
-                    msg["scale"] = self.beta if msg.get("scale") is None else self.beta * msg["scale"]
-
-        return ScaleLatents
-    from pyro.poutine.messenger import Messenger
-
-    class ScaleLatentsPyro(Messenger):
-        def __init__(self, beta):
-            super().__init__()
-            self.beta = beta
-
-        def _process_message(self, msg):
-            if msg["type"] == "sample" and not msg["is_observed"] and type(msg["fn"]).__name__ != "_Subsample":
-                msg["scale"] = self.beta * msg["scale"]
-
-    return ScaleLatentsPyro
-
-
 def latent_weight(backend: str, beta):
     """A handler (a context manager) that multiplies the log-density of every latent
-    (unobserved) sample site by ``beta``: the β of a β-VAE and of KL warm-up."""
-    return _latent_scaler(backend)(beta)
+    (unobserved) sample site by ``beta``: the β of a β-VAE and of KL warm-up (the backend's
+    :meth:`scale_latents`)."""
+    return get_backend(backend).scale_latents(beta)
 
 
 def scale_latents(backend: str, fn, beta):
@@ -220,7 +190,7 @@ def scale_latents(backend: str, fn, beta):
     if fn is None or (isinstance(beta, (int, float)) and beta == 1):
         return fn
     if backend == "numpyro":
-        return _latent_scaler(backend)(beta, fn)
+        return get_backend(backend).scale_latents(beta, fn)
 
     def scaled(*args, **kwargs):
         with latent_weight(backend, beta):

@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 
-from ppgen.backends import get_backend, training
+from ppgen.backends import get_backend
 from ppgen.errors import ConfigError
 
 from .base import Inference, Result
@@ -325,24 +325,6 @@ def _make_auto_guide(svi: SVI, name: str, model, autoguide_module, init_loc_fn):
     return getattr(autoguide_module, _AUTO_GUIDE_CLASSES[name])(model, **kwargs)
 
 
-def _bind(program, fn):
-    """``fn`` called with the batch keywords it accepts, plus ``num_data``; a ``beta`` in the
-    batch weights its latent sites (KL warm-up)."""
-    if fn is None:
-        return None
-
-    def bound(**batch):
-        beta = batch.pop("beta", None)
-        args = program.call_args(fn, dict(batch, num_data=program.num_data))
-        if beta is None:
-            return fn(**args)
-        with _scale_latents(program.backend, beta):
-            return fn(**args)
-
-    bound.__name__ = getattr(fn, "__name__", "program")
-    return bound
-
-
 def _blocked(model, program):
     """``model`` with the program's enumerated discrete sites hidden, so that an automatic guide
     covers the continuous latents only."""
@@ -357,15 +339,23 @@ def _blocked(model, program):
     return poutine.block(model, hide=list(program.discrete_sites))
 
 
-def _scale_latents(backend: str, beta):
-    """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``."""
-    return latent_weight(backend, beta)
-
-
-def _loss_program(program, model, guide):
-    """The BuiltProgram a loss object sees: ``program`` with SVI's bound model and guide (the
-    batch keywords and ``num_data`` bound, an automatic guide in place) and extras of its own."""
-    return dataclasses.replace(program, model=model, guide=guide, extras=dict(program.extras))
+def _loss_programs(svi, program, auto_guide) -> tuple:
+    """The BuiltPrograms a loss object sees, for evaluation and for an optimisation step:
+    ``program`` with SVI's model and guide (the batch keywords and ``num_data`` bound, an
+    automatic guide in place), the second running its networks in training mode
+    (``training=True`` to the model and guide, and to a DDPM's ``denoise``; dropout on), each
+    with extras of its own. ``auto_guide(name, model)`` builds an automatic guide: one, over the
+    evaluation model, serves both (it runs the model only to find its sites)."""
+    name = svi._auto_guide_name(program)
+    models = [program.for_batches(program.model, training=training) for training in (False, True)]
+    if name:
+        guides = [auto_guide(name, _blocked(models[0], program))] * 2
+    else:
+        guides = [program.for_batches(program.guide, training=training) for training in (False, True)]
+    extras = [dict(program.extras), dict(program.extras)]
+    if "denoise" in extras[1]:
+        extras[1]["denoise"] = functools.partial(extras[1]["denoise"], training=True)
+    return tuple(dataclasses.replace(program, model=m, guide=g, extras=e) for m, g, e in zip(models, guides, extras))
 
 
 class _StoreParams(Mapping):
@@ -428,10 +418,11 @@ class _PyroSVI:
         return _make_auto_guide(svi, name, model, autoguide, init)
 
     @classmethod
-    def _loss(cls, state, batch):
-        """The loss object on ``batch`` (within the fit's param store and RNG): (value, metrics)."""
-        return call_loss(state["loss"], state["loss_program"], _StoreParams(state["store"]["params"]), batch,
-                         state["generator"])
+    def _loss(cls, state, batch, training: bool = False):
+        """The loss object on ``batch`` (within the fit's param store and RNG): (value, metrics);
+        ``training``: on the program whose networks run in training mode (an optimisation step)."""
+        program = state["train_program" if training else "loss_program"]
+        return call_loss(state["loss"], program, _StoreParams(state["store"]["params"]), batch, state["generator"])
 
     @classmethod
     def init(cls, svi: SVI, program, batch, seed):
@@ -439,12 +430,11 @@ class _PyroSVI:
         import torch
 
         be = get_backend("pyro")
-        model = _bind(program, program.model)
-        auto = svi._auto_guide_name(program)
-        guide = cls._auto_guide(svi, auto, _blocked(model, program), program, batch["x"].device) if auto \
-            else _bind(program, program.guide)
-        state = {"impl": cls, "program": program, "model": model, "guide": guide, "loss": svi.loss(),
-                 "loss_program": _loss_program(program, model, guide), "generator": pyro_generator(batch["x"].device),
+        evaluation, training = _loss_programs(
+            svi, program, lambda name, model: cls._auto_guide(svi, name, model, program, batch["x"].device))
+        state = {"impl": cls, "program": program, "model": evaluation.model, "guide": evaluation.guide,
+                 "loss": svi.loss(), "loss_program": evaluation, "train_program": training,
+                 "generator": pyro_generator(batch["x"].device),
                  "store": {"params": {}, "constraints": {}}, "rng": None, "batch": batch, "step": 0}
         store = pyro.get_param_store()
         with store.scope(state["store"]), be.rng(state, seed):
@@ -496,9 +486,9 @@ class _PyroSVI:
         if svi._weighs_latents:
             batch = dict(batch, beta=beta)
         state["step"] += 1
-        with pyro.get_param_store().scope(state["store"]), be.rng(state), training():
+        with pyro.get_param_store().scope(state["store"]), be.rng(state):
             opt.zero_grad(set_to_none=True)
-            loss, metrics = cls._loss(state, batch)
+            loss, metrics = cls._loss(state, batch, training=True)
             loss.backward()
             value = loss.item()
             opt.step()
@@ -672,31 +662,29 @@ class _NumPyroSVI:
         import numpyro.infer as ni
         from numpyro.infer.svi import SVIState
 
-        model = _bind(program, program.model)
-        auto = svi._auto_guide_name(program)
-        guide = cls._auto_guide(svi, auto, _blocked(model, program), program) if auto \
-            else _bind(program, program.guide)
+        evaluation, training = _loss_programs(svi, program,
+                                              lambda name, model: cls._auto_guide(svi, name, model, program))
+        model, guide = evaluation.model, evaluation.guide
         total = max(svi.num_steps(program.num_data), 1)
         schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
         if svi.optimizer == "adam":
             optim = numpyro.optim.Adam(step_size=schedule)
         else:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
-        loss, loss_program = svi.loss(), _loss_program(program, model, guide)
-        engine = ni.SVI(model, guide, optim, _NumPyroLoss(loss, loss_program))
+        loss = svi.loss()
+        engine = ni.SVI(model, guide, optim, _NumPyroLoss(loss, evaluation))
         # a diffusion model's program runs all T steps per example: find its parameters on one row
         first = {k: (v[:1] if hasattr(v, "shape") and v.ndim else v) for k, v in batch.items()} \
             if isinstance(loss, DiffusionLoss) else batch
         svi_state = engine.init(jax.random.PRNGKey(seed), **first)
 
-        def objective(raw, b, key):
-            return call_loss(loss, loss_program, engine.constrain_fn(raw), b, key)
+        def objective(raw, b, key, on=evaluation):
+            return call_loss(loss, on, engine.constrain_fn(raw), b, key)
 
         def update(st, ema, b, decay):
             rng_key, key = jax.random.split(st.rng_key)  # as numpyro's SVI.update splits it
-            with training():  # read while JAX traces: the compiled step has dropout on
-                (value, metrics), optim_state = engine.optim.eval_and_update(lambda raw: objective(raw, b, key),
-                                                                             st.optim_state)
+            (value, metrics), optim_state = engine.optim.eval_and_update(
+                lambda raw: objective(raw, b, key, training), st.optim_state)  # networks in training mode
             st = SVIState(optim_state, st.mutable_state, rng_key)
             if ema is not None:
                 raw = engine.optim.get_params(st.optim_state)

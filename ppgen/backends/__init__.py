@@ -7,37 +7,16 @@ the two frameworks installed can use that one.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 from typing import NamedTuple, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["BACKENDS", "get_backend", "Backend", "training", "is_training", "check_device", "Site"]
+__all__ = ["BACKENDS", "get_backend", "Backend", "check_device", "Site"]
 
 BACKENDS = ("pyro", "numpyro")
 _CACHE: dict = {}
-_TRAINING = [False]
-
-
-@contextlib.contextmanager
-def training(on: bool = True):
-    """Within this context networks run in training mode (dropout active), like a torch
-    module's ``train()``; outside it they run in evaluation mode. SVI enters it for its
-    optimisation steps only, so validation, likelihoods and samples see the whole network.
-    (In the NumPyro backend the mode is read while JAX traces a step, so a jitted step keeps
-    the mode it was traced in.)"""
-    _TRAINING.append(bool(on))
-    try:
-        yield
-    finally:
-        _TRAINING.pop()
-
-
-def is_training() -> bool:
-    """Whether the code runs inside :func:`training` (see there)."""
-    return _TRAINING[-1]
 
 
 class Site(NamedTuple):

@@ -348,15 +348,15 @@ def program_predictive(model, draws: Optional[dict], params: dict, kwargs: dict,
     return out[sites] if isinstance(sites, str) else out
 
 
-def scale_latents(beta):
+def scale_latents(beta, fn=None):
     """A handler that multiplies the scale of every latent (unobserved) sample site by ``beta``
-    (the weight of the latent terms under KL warm-up).
+    (the weight of the latent terms under KL warm-up); with ``fn``, ``fn`` under that handler.
 
     Example:
         >>> with get_backend("numpyro").scale_latents(0.3):
         ...     loss = elbo.loss(key, params, model, guide, **batch)
     """
-    return _latent_scaler()(beta)
+    return _latent_scaler()(beta, fn)
 
 
 @functools.lru_cache(maxsize=None)
@@ -364,8 +364,8 @@ def _latent_scaler():
     from numpyro.primitives import Messenger
 
     class ScaleLatents(Messenger):
-        def __init__(self, beta):
-            super().__init__()
+        def __init__(self, beta, fn=None):
+            super().__init__(fn)
             self.beta = beta
 
         def process_message(self, msg):

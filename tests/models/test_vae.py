@@ -356,3 +356,41 @@ def test_iwae_weights_with_warmup_weight_only_the_latent_terms(backend):
     assert w0.shape == (4, 12)
     np.testing.assert_allclose(w3, w0 + 0.3 * (w1 - w0), rtol=1e-4, atol=1e-3)
     assert not np.allclose(w1, w0)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_svi_steps_run_the_networks_in_training_mode_and_evaluation_does_not(backend, digits):
+    """The training flag reaches the networks explicitly: at the same seed and (almost) the same
+    parameters, dropout changes the loss of the optimisation steps, and no score after the fit."""
+    data = datasets.from_arrays(digits.train[:200].reshape(200, -1) // 2, labels=None)
+
+    def fitted(rate):
+        spec = models.VAE(64, latent_dim=4, hidden_dims=(32,), dropout=rate, likelihood="categorical", num_levels=9)
+        return ppgen.fit(spec, data, inference.SVI(elbo="meanfield", steps=2, batch_size=100, lr=1e-7),
+                         backend=backend, seed=0, progress=False)
+
+    plain, dropped = fitted(0.0), fitted(0.5)
+    assert abs(plain.history[0]["loss"] - dropped.history[0]["loss"]) > 0.1  # identical if dropout were off
+    x = data.train[:20]
+    np.testing.assert_allclose(dropped.log_likelihood(x, num_samples=8, seed=1),
+                               dropped.log_likelihood(x, num_samples=8, seed=1))
+    np.testing.assert_allclose(dropped.log_likelihood(x, num_samples=8, seed=1),
+                               plain.log_likelihood(x, num_samples=8, seed=1), atol=0.05)
+
+
+def test_for_batches_passes_training_to_the_functions_that_take_it():
+    program = models.VAE(4, latent_dim=2, hidden_dims=(3,)).build("pyro", "latent", data=np.zeros((5, 4), np.float32))
+    seen = {}
+
+    def takes(x, training=False):
+        seen["takes"] = training
+
+    def ignores(x):
+        seen["ignores"] = True
+
+    program.for_batches(takes, training=True)(x=1)
+    program.for_batches(ignores, training=True)(x=1)
+    program.for_batches(takes)(x=1, index=None)
+    assert seen == {"takes": False, "ignores": True}
+    program.for_batches(takes, training=True)(x=1)
+    assert seen["takes"] is True
