@@ -352,7 +352,8 @@ def _loss_programs(svi, program, auto_guide) -> tuple:
         guides = [auto_guide(name, _blocked(models[0], program))] * 2
     else:
         guides = [program.for_batches(program.guide, training=training) for training in (False, True)]
-    extras = [dict(program.extras), dict(program.extras)]
+    cache = {}  # what a loss works out once (plate nesting, its fast path) holds in both modes
+    extras = [dict(program.extras, loss_cache=cache), dict(program.extras, loss_cache=cache)]
     if "denoise" in extras[1]:
         extras[1]["denoise"] = functools.partial(extras[1]["denoise"], training=True)
     return tuple(dataclasses.replace(program, model=m, guide=g, extras=e) for m, g, e in zip(models, guides, extras))

@@ -62,7 +62,7 @@ def test_the_trace_object_is_the_backends_own_elbo_on_the_same_draws(backend):
     spec = _vae()
     program = spec.build(backend, "latent", data=X)
     params = {}
-    for i, (name, net) in enumerate(spec._networks().items()):
+    for i, (name, net) in enumerate(spec.networks().items()):
         params.update({f"{name}.{k}": v for k, v in net.init(i).items()})
     loss = inference.resolve_loss("trace")
     if backend == "numpyro":
@@ -243,7 +243,9 @@ def test_a_persons_adversarial_game_trains_a_gan(backend):
     g = np.array([h["generator_loss"] for h in fit.history])
     d = np.array([h["discriminator_loss"] for h in fit.history])
     assert np.isfinite(g).all() and np.isfinite(d).all()
-    start = spec.sample(backend, spec._initial(0), 2000, seed=1)[:, 0]
+    untrained = {f"{name}.{k}": v for i, (name, net) in enumerate(spec.networks().items())
+                 for k, v in net.init(i).items()}
+    start = spec.sample(backend, untrained, 2000, seed=1)[:, 0]  # the untrained generator
     s = fit.sample(2000, seed=1)[:, 0]
     assert abs(s.mean() - 1.5) < abs(start.mean() - 1.5) - 0.3, (start.mean(), s.mean())
     with pytest.raises(ConfigError, match="carries its own"):
