@@ -50,6 +50,16 @@ def test_a_gmm_marginal_program_scores_what_fit_log_likelihood_scores():
     bound = fit.program
     total, _ = log_density(bound.model, (), {"x": jax.numpy.asarray(x)}, {})
     np.testing.assert_allclose(float(total), fit.log_likelihood(x).sum(), rtol=1e-4)
-    nuts = ppgen.fit(models.GMM(2, 2), x, inference.NUTS(num_samples=5, num_warmup=5, num_chains=1),
-                     backend="numpyro", progress=False)
-    assert nuts.program.guide is None  # a posterior: the model is returned for Predictive(posterior_samples=...)
+
+
+def test_a_posterior_fit_gives_its_model_for_predictive_with_the_draws():
+    import pyro
+    import torch
+
+    x = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)
+    fit = ppgen.fit(models.PPCA(3, 1), x, inference.SVI(guide="normal", steps=5, num_samples=6), backend="pyro",
+                    progress=False)
+    assert fit.posterior is not None and fit.program.guide is None
+    draws = {k: torch.as_tensor(v.reshape((-1,) + v.shape[2:])) for k, v in fit.posterior.items()}
+    replicated = pyro.infer.Predictive(fit.program.model, posterior_samples=draws)(x=torch.as_tensor(x))
+    assert tuple(replicated["x"].shape)[:1] == (6,)
