@@ -1,5 +1,6 @@
-"""Inference algorithms. Each has ``init(program, batch, seed) -> state`` and
-``step(state, batch) -> (state, info)``; ``ppgen.fit`` owns the loop around them.
+"""Inference algorithms. Each is a frozen configuration whose ``bind(program)`` gives a
+:class:`Kernel` with ``init(batch, seed) -> state`` and ``step(state, batch) -> (state, info)``;
+states and infos are NamedTuples of data; ``ppgen.fit`` owns the loop around them.
 
 - :class:`ClosedForm` — maximum likelihood by formula (PPCA).
 - :class:`EM` — expectation–maximisation (PPCA, GMM).
@@ -20,15 +21,15 @@ error naming what would work.
 """
 
 from .adversarial import Adversarial, AdversarialLoss, DiscriminatorLoss, GeneratorLoss
-from .base import Inference, Result
-from .closed_form import ClosedForm
+from .base import Inference, Kernel, Result
+from .closed_form import ClosedForm, ClosedFormState
 from .diffusion import DiffusionLoss
-from .em import EM
+from .em import EM, EMState
 from .losses import (AnalyticKLELBO, ELBOTerms, EnumeratedELBO, ImportanceWeightedELBO, Loss, MonteCarloELBO,
                      RenyiELBO, elbo_terms, resolve_loss)
-from .mcmc import HMC, NUTS
+from .mcmc import HMC, NUTS, MCMCState
 from .svi import SVI
 
-__all__ = ["Inference", "Result", "ClosedForm", "EM", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial",
+__all__ = ["Inference", "Kernel", "Result", "ClosedForm", "ClosedFormState", "EM", "EMState", "MCMCState", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial",
            "Loss", "resolve_loss", "MonteCarloELBO", "AnalyticKLELBO", "ImportanceWeightedELBO", "RenyiELBO",
            "EnumeratedELBO", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "elbo_terms", "ELBOTerms"]

@@ -56,7 +56,7 @@ from ppgen.backends import get_backend
 from ppgen.config import Config, NameOrObject
 from ppgen.errors import CheckpointError, ConfigError, DataError
 
-from .base import Inference, Result
+from .base import Inference, Kernel, Result
 from .losses import ADVERSARIAL_LOSSES, LossConfig, call_loss, loss_name, pyro_generator
 
 __all__ = ["Adversarial", "AdversarialInfo", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "Game", "LOSSES",
@@ -532,6 +532,27 @@ class Adversarial(Inference):
         return self.steps
 
     # ---- protocol --------------------------------------------------------------------
+    def bind(self, program):  # transitional: the dict state becomes a NamedTuple in the next commit
+        alg = self
+
+        class _Bound(Kernel):
+            def init(self, batch, seed):
+                return alg.init(program, batch, seed)
+
+            def step(self, state, batch):
+                return alg.step(state, batch)
+
+            def result(self, state, batch=None):
+                return alg.result(state, batch)
+
+            def state_arrays(self, state):
+                return alg.state_arrays(state)
+
+            def restore_state(self, state, arrays, meta):
+                return alg.restore_state(state, arrays, meta)
+
+        return _Bound(self, program)
+
     def init(self, program, batch, seed):
         impl = _TorchGame if program.backend == "pyro" else _JaxGame
         return impl.init(self, program, batch, seed)

@@ -11,7 +11,7 @@ import numpy as np
 from ppgen.config import Config
 from ppgen.errors import IncompatibleInference
 
-__all__ = ["Inference", "Result", "Plan"]
+__all__ = ["Inference", "Kernel", "Result", "Plan"]
 
 
 class Result(NamedTuple):
@@ -148,28 +148,65 @@ class Inference(Config):
     def batch_size_for(self, num_data: int) -> int:
         return num_data
 
-    def init(self, program, batch: dict, seed: int) -> Any:
+    def bind(self, program) -> "Kernel":
+        """This algorithm bound to ``program`` (a BuiltProgram): the :class:`Kernel` that makes,
+        advances, reads and saves the fit's state. What is fixed for the whole run (the program,
+        compiled functions, the optimiser's rule) lives on the kernel; what changes from step to
+        step lives in the state, a NamedTuple of arrays and numbers."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement bind(program)")
+
+
+class Kernel:
+    """An inference algorithm bound to one built program (made by :meth:`Inference.bind`).
+
+    The kernel keeps what is fixed for the run: the algorithm's settings (``inference``), the
+    program, and whatever the algorithm compiles once (a jitted update, a loss, an optimiser's
+    update rule). The *state* it makes and advances is a NamedTuple of the changing data only
+    (the step, parameters, optimiser moments, random-number state, ...): no classes, no
+    closures, so it can be inspected, compared and checkpointed. ``ppgen.fit`` drives it::
+
+        kernel = inference.bind(program)
+        state = kernel.init(batch, seed)
+        for step in range(plan.num_steps):
+            state, info = kernel.step(state, next_batch)   # info: a NamedTuple of numbers
+        result = kernel.result(state, full_batch)
+
+    Attributes:
+        inference: the algorithm (a frozen :class:`Inference`).
+        program: the BuiltProgram it fits.
+    """
+
+    def __init__(self, inference: Inference, program):
+        self.inference = inference
+        self.program = program
+
+    def init(self, batch: dict, seed: int) -> tuple:
+        """The state before the first step (``batch``: the first batch, for shapes)."""
         raise NotImplementedError
 
-    def step(self, state, batch: dict):
+    def step(self, state: tuple, batch: dict) -> tuple:
+        """``(new state, info)``: one step on ``batch``; ``info`` is a NamedTuple whose float
+        fields become the step's record in ``Fit.history`` (see :meth:`Inference.finished`)."""
         raise NotImplementedError
 
-    def result(self, state, batch=None) -> Result:
+    def result(self, state: tuple, batch: Optional[dict] = None) -> Result:
         """The fit's Result; ``batch`` (the whole training set) is where posterior draws are taken."""
         raise NotImplementedError
 
-    def evaluate(self, state, batch: dict) -> float:
+    def evaluate(self, state: tuple, batch: dict) -> float:
         """The algorithm's loss per example on ``batch`` (for validation), or NaN."""
         return float("nan")
 
     # ---- checkpoints -----------------------------------------------------------------
-    def state_arrays(self, state) -> tuple[dict, dict]:
-        """(arrays, json-able meta) that ``restore_state`` turns back into ``state``."""
+    def state_arrays(self, state: tuple) -> tuple[dict, dict]:
+        """(arrays, json-able meta) that :meth:`restore_state` turns back into a state."""
         params = self.result(state).params
         return {f"params/{k}": np.asarray(v) for k, v in params.items()}, {}
 
-    def restore_state(self, state, arrays: dict, meta: dict):
-        raise NotImplementedError(f"{self.title} cannot resume from a checkpoint")
+    def restore_state(self, state: tuple, arrays: dict, meta: dict) -> tuple:
+        """``state`` with the values of a checkpoint (``state_arrays``' output); refuses arrays
+        that do not fit this program."""
+        raise NotImplementedError(f"{self.inference.title} cannot resume from a checkpoint")
 
 
 def _model_label(model) -> str:

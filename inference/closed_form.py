@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 from ppgen.backends import get_backend
 
-from .base import Inference, Result
+from .base import Inference, Kernel, Result
 
-__all__ = ["ClosedForm"]
+__all__ = ["ClosedForm", "ClosedFormState", "ClosedFormInfo"]
+
+
+class ClosedFormState(NamedTuple):
+    params: Optional[dict]   # numpy arrays by name once the step has run; None before
 
 
 class ClosedFormInfo(NamedTuple):
@@ -32,20 +36,24 @@ class ClosedForm(Inference):
             self._refuse(model, "it has no closed-form maximum-likelihood solution")
         return "marginal"
 
-    def init(self, program, batch, seed):
-        return {"program": program, "params": None}
+    def bind(self, program) -> "ClosedFormKernel":
+        return ClosedFormKernel(self, program)
+
+
+class ClosedFormKernel(Kernel):
+    """One step: the family's closed-form maximum-likelihood parameters."""
+
+    def init(self, batch, seed) -> ClosedFormState:
+        return ClosedFormState(params=None)
 
     def step(self, state, batch):
-        program = state["program"]
+        program = self.program
         be = get_backend(program.backend)
         with be.precise():
             x = be.asarray(program.precise_data(batch), "float64", batch["x"].device)
-            params = program.spec.closed_form(be.xp, x)
-            mean_ll = program.spec.log_likelihood(program.backend, {k: be.to_numpy(v) for k, v in params.items()},
-                                                  be.to_numpy(x)).mean()
-        state = {"program": program, "params": {k: be.to_numpy(v) for k, v in params.items()}}
-        return state, ClosedFormInfo(float(mean_ll))
+            params = {k: be.to_numpy(v) for k, v in program.spec.closed_form(be.xp, x).items()}
+            mean_ll = program.spec.log_likelihood(program.backend, params, be.to_numpy(x)).mean()
+        return ClosedFormState(params=params), ClosedFormInfo(float(mean_ll))
 
     def result(self, state, batch=None) -> Result:
-        return Result(params=dict(state["params"]))
-
+        return Result(params=dict(state.params or {}))

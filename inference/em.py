@@ -5,18 +5,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
 from ppgen.backends import get_backend
 from ppgen.errors import ConfigError, DataError
 
-from .base import Inference, Result
+from .base import Inference, Kernel, Result
 
-__all__ = ["EM", "EMInfo"]
+__all__ = ["EM", "EMInfo", "EMState"]
 
 INITS = ("auto", "kmeans", "kmeans++", "random")
+
+
+class EMState(NamedTuple):
+    params: dict            # the current run's parameters, backend arrays (float64)
+    last: float             # the mean log-likelihood of the last step of this run (-inf at its start)
+    iteration: int          # steps taken in this run
+    restart: int            # which of the n_init runs this is (0-based)
+    best: Optional[tuple]   # (final mean log-likelihood, params) of the best finished run, or None
 
 
 class EMInfo(NamedTuple):
@@ -91,75 +99,81 @@ class EM(Inference):
     def num_steps(self, num_data: int) -> int:
         return self.max_iter * self.n_init
 
-    # ---- protocol ------------------------------------------------------------------------
-    def init(self, program, batch, seed):
-        be = get_backend(program.backend)
-        spec = program.spec
+    def bind(self, program) -> "EMKernel":
+        return EMKernel(self, program)
+
+
+class EMKernel(Kernel):
+    """EM bound to a program: the data in float64 and the compiled E+M step, kept for the run."""
+
+    def __init__(self, inference: EM, program):
+        super().__init__(inference, program)
+        self.be = get_backend(program.backend)
+        self.em_step = _compiled_step(program.backend, program.spec, inference.reg_covar)
+        self.x = self.data = None
+        self.seed = 0
+
+    def init(self, batch, seed) -> EMState:
+        be, spec, em = self.be, self.program.spec, self.inference
         with be.precise():
-            x = be.asarray(program.precise_data(batch), "float64", batch["x"].device)
-            data = spec.em_data(be.xp, x)
-            params = spec.em_init(be.xp, x, seed, self.init_params, self.reg_covar)
-        step = _compiled_step(program.backend, spec, self.reg_covar)
-        return {"program": program, "x": x, "data": data, "params": params, "last": -math.inf,
-                "iteration": 0, "restart": 0, "best": None, "seed": seed, "step": step}
+            self.x = be.asarray(self.program.precise_data(batch), "float64", batch["x"].device)
+            self.data = spec.em_data(be.xp, self.x)
+            params = spec.em_init(be.xp, self.x, seed, em.init_params, em.reg_covar)
+        self.seed = seed
+        return EMState(params=params, last=-math.inf, iteration=0, restart=0, best=None)
 
     def step(self, state, batch):
-        program = state["program"]
-        be = get_backend(program.backend)
-        with be.precise():
-            params, mean_ll = state["step"](state["data"], state["params"])
+        em = self.inference
+        with self.be.precise():
+            params, mean_ll = self.em_step(self.data, state.params)
             mean_ll = float(mean_ll)
         if not math.isfinite(mean_ll):
-            raise DataError(f"EM step {state['iteration'] + 1} of run {state['restart']} gave log-likelihood "
-                            f"{mean_ll}: " + program.spec.em_failure_hint)
-        change = mean_ll - state["last"]
-        iteration = state["iteration"] + 1
-        converged = abs(change) < self.tol
-        state = dict(state, params=params, last=mean_ll, iteration=iteration)
-        restart, done = state["restart"], False
-        if converged or iteration >= self.max_iter:
-            state = self._finish_run(state, be)
-            done = state["restart"] == restart  # no new run was started
+            raise DataError(f"EM step {state.iteration + 1} of run {state.restart} gave log-likelihood "
+                            f"{mean_ll}: " + self.program.spec.em_failure_hint)
+        change = mean_ll - state.last
+        converged = abs(change) < em.tol
+        restart, done = state.restart, False
+        state = state._replace(params=params, last=mean_ll, iteration=state.iteration + 1)
+        if converged or state.iteration >= em.max_iter:
+            state = self._finish_run(state)
+            done = state.restart == restart  # no new run was started
         return state, EMInfo(mean_ll, change, bool(converged), restart, done)
 
-    def _finish_run(self, state, be):
+    def _finish_run(self, state: EMState) -> EMState:
         """Keep the better of this run and the best so far; start the next run if any remain."""
-        if self.n_init > 1:
+        em, be = self.inference, self.be
+        if em.n_init > 1:
             with be.precise():
-                final = float(state["step"](state["data"], state["params"])[1])
-            if state["best"] is None or final > state["best"][0]:
-                state = dict(state, best=(final, state["params"]))
-        if state["restart"] + 1 >= self.n_init:
-            if state["best"] is not None:
-                state = dict(state, params=state["best"][1])
-            return state
-        restart = state["restart"] + 1
+                final = float(self.em_step(self.data, state.params)[1])
+            if state.best is None or final > state.best[0]:
+                state = state._replace(best=(final, state.params))
+        if state.restart + 1 >= em.n_init:
+            return state if state.best is None else state._replace(params=state.best[1])
+        restart = state.restart + 1
         with be.precise():
-            params = state["program"].spec.em_init(be.xp, state["x"], state["seed"] + 7919 * restart,
-                                                   self.init_params, self.reg_covar)
-        return dict(state, params=params, restart=restart, iteration=0, last=-math.inf)
+            params = self.program.spec.em_init(be.xp, self.x, self.seed + 7919 * restart, em.init_params,
+                                               em.reg_covar)
+        return state._replace(params=params, restart=restart, iteration=0, last=-math.inf)
 
     def result(self, state, batch=None) -> Result:
-        be = get_backend(state["program"].backend)
-        params = state["params"]
-        if state["best"] is not None and state["restart"] + 1 < self.n_init:
-            params = state["best"][1]  # stopped early (a callback): the best finished run so far
-        return Result(params={k: np.asarray(be.to_numpy(v)) for k, v in params.items()})
+        params = state.params
+        if state.best is not None and state.restart + 1 < self.inference.n_init:
+            params = state.best[1]  # stopped early (a callback): the best finished run so far
+        return Result(params={k: np.asarray(self.be.to_numpy(v)) for k, v in params.items()})
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state_arrays(self, state):
-        be = get_backend(state["program"].backend)
-        arrays = {f"params/{k}": np.asarray(be.to_numpy(v)) for k, v in state["params"].items()}
-        meta = {"last": state["last"] if math.isfinite(state["last"]) else None,
-                "iteration": state["iteration"], "restart": state["restart"], "best": None}
-        if state["best"] is not None:
-            arrays.update({f"best/{k}": np.asarray(be.to_numpy(v)) for k, v in state["best"][1].items()})
-            meta["best"] = state["best"][0]
+        be = self.be
+        arrays = {f"params/{k}": np.asarray(be.to_numpy(v)) for k, v in state.params.items()}
+        meta = {"last": state.last if math.isfinite(state.last) else None,
+                "iteration": state.iteration, "restart": state.restart, "best": None}
+        if state.best is not None:
+            arrays.update({f"best/{k}": np.asarray(be.to_numpy(v)) for k, v in state.best[1].items()})
+            meta["best"] = state.best[0]
         return arrays, meta
 
     def restore_state(self, state, arrays, meta):
-        be = get_backend(state["program"].backend)
-        device = state["x"].device
+        be, device = self.be, self.x.device
 
         def group(prefix):
             return {k.split("/", 1)[1]: be.asarray(v, "float64", device) for k, v in arrays.items()
@@ -169,8 +183,8 @@ class EM(Inference):
             params = group("params")
             best = (meta["best"], group("best")) if meta.get("best") is not None else None
         last = meta.get("last")
-        return dict(state, params=params, last=-math.inf if last is None else last,
-                    iteration=meta.get("iteration", 0), restart=meta.get("restart", 0), best=best)
+        return EMState(params=params, last=-math.inf if last is None else last,
+                       iteration=meta.get("iteration", 0), restart=meta.get("restart", 0), best=best)
 
 
 @functools.lru_cache(maxsize=32)

@@ -16,9 +16,15 @@ import numpy as np
 from ppgen.backends import get_backend
 from ppgen.errors import ConfigError
 
-from .base import Inference, Result
+from .base import Inference, Kernel, Result
 
-__all__ = ["NUTS", "HMC", "MCMCInfo"]
+__all__ = ["NUTS", "HMC", "MCMCInfo", "MCMCState"]
+
+
+class MCMCState(NamedTuple):
+    seed: int                       # the chains' seed (chain c of Pyro's runs uses seed * 1000 + c)
+    samples: Optional[dict] = None  # draws by site, each (chains, draws, ...), once the step has run
+    stats: Optional[dict] = None    # sampler statistics by name, each (chains, draws)
 
 
 class MCMCInfo(NamedTuple):
@@ -53,28 +59,36 @@ class _MCMC(Inference):
                                 "Hamiltonian Monte Carlo cannot sample")
         return "bayesian"
 
-    def init(self, program, batch, seed):
+    def bind(self, program) -> "MCMCKernel":
         structure = program.extras.get("structure")
         if structure is not None and structure.local_latents:
             raise ConfigError(
                 f"{self.title} would sample {list(structure.local_latents)} once per training row, and could then "
                 f"score no new data. Fit this program with inference.SVI and a guide that draws them from x (an "
                 f"amortised guide), or integrate them out of the model")
-        return {"program": program, "model": program.for_batches(program.model), "seed": seed,
-                "samples": None, "stats": None}
+        return MCMCKernel(self, program)
+
+
+class MCMCKernel(Kernel):
+    """One step: warm-up and sampling of every chain, by the backend's own NUTS or HMC."""
+
+    def __init__(self, inference, program):
+        super().__init__(inference, program)
+        self.model = program.for_batches(program.model)
+
+    def init(self, batch, seed) -> MCMCState:
+        return MCMCState(seed=int(seed))
 
     def step(self, state, batch):
-        import time
-
         start = time.perf_counter()
-        run = _run_pyro if state["program"].backend == "pyro" else _run_numpyro
-        samples, stats = run(self, state["model"], batch, state["seed"], state["program"].init_values)
-        state = dict(state, samples=samples, stats=stats)
+        run = _run_pyro if self.program.backend == "pyro" else _run_numpyro
+        samples, stats = run(self.inference, self.model, batch, state.seed, self.program.init_values)
         accept = float(np.mean(stats["accept_prob"])) if "accept_prob" in stats else float("nan")
-        return state, MCMCInfo(float(np.sum(stats["diverging"])), accept, time.perf_counter() - start)
+        return (state._replace(samples=samples, stats=stats),
+                MCMCInfo(float(np.sum(stats["diverging"])), accept, time.perf_counter() - start))
 
     def result(self, state, batch=None) -> Result:
-        return Result(params={}, posterior=state["samples"], sample_stats=state["stats"])
+        return Result(params={}, posterior=state.samples, sample_stats=state.stats)
 
     def state_arrays(self, state):
         return {}, {}

@@ -60,7 +60,7 @@ import numpy as np
 from ppgen.backends import get_backend
 from ppgen.errors import ConfigError
 
-from .base import Inference, Result
+from .base import Inference, Kernel, Result
 from .diffusion import DiffusionLoss
 from .losses import (SVI_LOSSES, ELBOLoss, EnumeratedELBO, call_loss, importance_bound, latent_weight, loss_class,
                      loss_name, loss_options, pyro_generator, resolve_loss)
@@ -281,6 +281,30 @@ class SVI(Inference):
         return self.steps
 
     # ---- protocol ----------------------------------------------------------------------
+    def bind(self, program):  # transitional: the dict state becomes a NamedTuple in the next commit
+        alg = self
+
+        class _Bound(Kernel):
+            def init(self, batch, seed):
+                return alg.init(program, batch, seed)
+
+            def step(self, state, batch):
+                return alg.step(state, batch)
+
+            def evaluate(self, state, batch):
+                return alg.evaluate(state, batch)
+
+            def result(self, state, batch=None):
+                return alg.result(state, batch)
+
+            def state_arrays(self, state):
+                return alg.state_arrays(state)
+
+            def restore_state(self, state, arrays, meta):
+                return alg.restore_state(state, arrays, meta)
+
+        return _Bound(self, program)
+
     def init(self, program, batch, seed):
         structure = program.extras.get("structure")
         if (structure is not None and structure.local_latents and program.guide is None

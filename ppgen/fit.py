@@ -189,12 +189,13 @@ def _train(spec, plan, dataset, x, y, x_val, y_val, backend, be, dev, device, se
         return _make_batch(be, xs, orders[epoch][position * batch_size:(position + 1) * batch_size], dev, ys)
 
     config = _run_config(spec, alg, backend, device, seed, dataset)
-    state = alg.init(program, batch_at(0), seed)
+    kernel = alg.bind(program)
+    state = kernel.init(batch_at(0), seed)
     history: list = []
     start = 0
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume:
-        state, history, start = _restore_checkpoint(ckpt_dir, config, alg, state)
+        state, history, start = _restore_checkpoint(ckpt_dir, config, kernel, state)
     elif ckpt_dir is not None and (ckpt_dir / ckpt.CHECKPOINT_FILE).exists():
         (ckpt_dir / ckpt.CHECKPOINT_FILE).unlink()  # a fresh run: another run's checkpoint must not be resumed
 
@@ -215,7 +216,7 @@ def _train(spec, plan, dataset, x, y, x_val, y_val, backend, be, dev, device, se
         for step in range(start, total_steps):
             t0 = time.perf_counter()
             try:
-                state, info = alg.step(state, batch_at(step))
+                state, info = kernel.step(state, batch_at(step))
             except ValueError as e:  # a distribution refusing parameters that left their support
                 if "constraint" not in str(e) and "invalid values" not in str(e):
                     raise
@@ -233,24 +234,24 @@ def _train(spec, plan, dataset, x, y, x_val, y_val, backend, be, dev, device, se
                 last_checkpoint, pending = ckpt_dir, None
             stop = alg.finished(info)
             if early_stopping is not None and (step + 1) % early_stopping.every == 0:
-                value = _validation_metric(early_stopping.metric, alg, state, val_batch, spec, backend, x_val, y_val,
+                value = _validation_metric(early_stopping.metric, kernel, state, val_batch, spec, backend, x_val, y_val,
                                            device)
                 record[early_stopping.metric] = value
                 score = -value if early_stopping.metric == "val_loss" else value
                 if score > best["value"] + early_stopping.min_delta:
                     best.update(value=score, bad=0, step=step + 1,
-                                arrays=_snapshot(alg, state) if early_stopping.restore_best else None)
+                                arrays=_snapshot(kernel, state) if early_stopping.restore_best else None)
                 else:
                     best["bad"] += 1
                     stop = stop or best["bad"] >= early_stopping.patience
             for callback in callbacks:
                 stop = bool(callback(StepEvent(step + 1, record["epoch"], info, history))) or stop
             if checkpoint_every and (step + 1) % checkpoint_every == 0:
-                pending = (_snapshot(alg, state), list(history), step + 1)
+                pending = (_snapshot(kernel, state), list(history), step + 1)
             epoch_done = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
             if samples_every and epoch_done and (math.ceil((step + 1) / steps_per_epoch) % samples_every == 0
                                                  or step + 1 == total_steps):
-                _write_epoch_samples(Path(run_dir) / "samples", spec, alg, state, backend, dataset.meta,
+                _write_epoch_samples(Path(run_dir) / "samples", spec, kernel, state, backend, dataset.meta,
                                      math.ceil((step + 1) / steps_per_epoch), seed, device, x)
             bar.set_postfix({k: f"{v:.4g}" for k, v in info._asdict().items()
                              if isinstance(v, float) and k != "seconds"}, refresh=False)
@@ -260,14 +261,14 @@ def _train(spec, plan, dataset, x, y, x_val, y_val, backend, be, dev, device, se
     finally:
         bar.close()
     if early_stopping is not None and early_stopping.restore_best and best["arrays"] is not None:
-        state = alg.restore_state(state, *best["arrays"])
-    result = alg.result(state, full_batch)
+        state = kernel.restore_state(state, *best["arrays"])
+    result = kernel.result(state, full_batch)
     if result.posterior is not None:
         result = result._replace(posterior=spec.relabel(result.posterior))
     out = Fit(spec, alg, backend, result, history, config, train=x, device=device, train_labels=y)
     if run_dir is not None:
         if checkpoint_every:
-            _write_checkpoint(ckpt_dir, config, _snapshot(alg, state), history, len(history))
+            _write_checkpoint(ckpt_dir, config, _snapshot(kernel, state), history, len(history))
         out.save(run_dir)
     return out
 
@@ -298,7 +299,7 @@ def _divergence_advice(alg, last_checkpoint) -> str:
     return f"Pass run_dir= and checkpoint_every= to keep checkpoints, and try {fix}."
 
 
-def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: int, seed: int, device,
+def _write_epoch_samples(folder: Path, spec, kernel, state, backend, meta, epoch: int, seed: int, device,
                          train=None) -> None:
     """A picture of samples of the current state: an image grid, or 2-D points over (up to 2000
     of) the training data, on axes that stay the same from epoch to epoch."""
@@ -306,7 +307,7 @@ def _write_epoch_samples(folder: Path, spec, alg, state, backend, meta, epoch: i
 
     if not spec.supports("sample"):
         return
-    params = alg.result(state).params
+    params = kernel.result(state).params
     n = 64 if len(meta.get("shape") or ()) in (2, 3) else 1000
     options = {"labels": np.arange(n) % spec.num_classes} if spec.conditional else {}
     x = np.asarray(spec.sample(backend, params, n, seed, device=device, **options))
@@ -344,12 +345,12 @@ def _labels(spec, dataset, split: str, num: int):
     return spec.check_labels(labels, num, f"the {split} labels")
 
 
-def _validation_metric(metric, alg, state, val_batch, spec, backend, x_val, y_val=None, device="cpu") -> float:
+def _validation_metric(metric, kernel, state, val_batch, spec, backend, x_val, y_val=None, device="cpu") -> float:
     if metric == "val_loss":
-        return alg.evaluate(state, val_batch)
+        return kernel.evaluate(state, val_batch)
     if not spec.supports("log_likelihood"):
         raise ConfigError("metric='val_log_likelihood' needs a family with a likelihood; use 'val_loss'")
-    result = alg.result(state)
+    result = kernel.result(state)
     params = result.params if result.posterior is None else {
         k: v.reshape((-1,) + v.shape[2:]) for k, v in result.posterior.items()}
     return float(_mean_log_likelihood(spec, backend, params, result.posterior is not None, x_val, y_val,
@@ -460,9 +461,9 @@ def _jsonable_signature(signature: dict) -> dict:
                 else v) for k, v in signature.items()}
 
 
-def _snapshot(alg, state) -> tuple:
+def _snapshot(kernel, state) -> tuple:
     """A copy of the algorithm's state as (arrays, meta), safe from later in-place updates."""
-    arrays, meta = alg.state_arrays(state)
+    arrays, meta = kernel.state_arrays(state)
     return {k: np.array(v, copy=True) for k, v in arrays.items()}, meta
 
 
@@ -485,7 +486,7 @@ def _differs(what: str, theirs, mine) -> str:
     return "" if theirs == mine else f"{what} {theirs!r} in the checkpoint, {mine!r} here"
 
 
-def _restore_checkpoint(folder: Path, config, alg, state):
+def _restore_checkpoint(folder: Path, config, kernel, state):
     """The state, history and step of the checkpoint in ``folder`` (a fresh start when it holds
     none). The model, the backend and the options that shape the algorithm's state must match;
     the optimisation settings (learning rate and schedule, steps, epochs, early stopping, seed)
@@ -506,7 +507,7 @@ def _restore_checkpoint(folder: Path, config, alg, state):
                                   f"keeps the model, the backend and the options that shape the algorithm's state "
                                   f"({', '.join(sorted(config.get('state', {}))) or 'none'}); change those in a new "
                                   f"run_dir")
-    state = alg.restore_state(state, arrays, info.get("meta", {}))
+    state = kernel.restore_state(state, arrays, info.get("meta", {}))
     return state, list(info["history"]), int(info["step"])
 
 
