@@ -161,7 +161,7 @@ class Kernel:
 
     The kernel keeps what is fixed for the run: the algorithm's settings (``inference``), the
     program, and whatever the algorithm compiles once (a jitted update, a loss, an optimiser's
-    update rule). The *state* it makes and advances is a NamedTuple of the changing data only
+    update rule), at ``bind`` or, where it needs the first batch's shapes, in :meth:`init`. The *state* it makes and advances is a NamedTuple of the changing data only
     (the step, parameters, optimiser moments, random-number state, ...): no classes, no
     closures, so it can be inspected, compared and checkpointed. ``ppgen.fit`` drives it::
 
