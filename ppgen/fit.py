@@ -22,7 +22,8 @@ from . import checkpoint as ckpt
 from .backends import BACKENDS, check_device, get_backend
 from .config import Config
 from .errors import CheckpointError, ConfigError, DataError, Diverged
-from .registry import default_inference, inference_from_config, model_from_config, resolve_inference, resolve_model
+from .registry import (default_inference, inference_classes, inference_from_config, model_from_config,
+                       resolve_inference, resolve_model)
 
 __all__ = ["fit", "load", "compare", "Fit", "EarlyStopping", "StepEvent"]
 
@@ -908,18 +909,14 @@ def load(path, *, model=None, device: Optional[str] = None, inference=None, prog
         raise ConfigError(f"{path} holds a {family!r} fit, not a user Program's; drop program=")
     try:
         spec = model_from_config(config["model"])
-        alg = inference_from_config(config["inference"])
+        alg = _run_inference(path, config, inference)
     except (ConfigError, KeyError, TypeError) as e:
+        if isinstance(e, ConfigError) and inference is not None or "ppgen.load(path, inference=" in str(e):
+            raise
         raise CheckpointError(f"the run folder {path} is inconsistent: its config.json does not describe a "
                               f"{family!r} model and its inference ({e}). Was it edited? Fit again, or restore "
                               f"the config.json that fit.save wrote") from None
     spec = _own_network_spec(spec, model, path)
-    if inference is not None:  # a person's own functions (a custom loss) come back with their object
-        inference = resolve_inference(inference)
-        if inference.name != alg.name:
-            raise ConfigError(f"{path} was fitted with {alg.title}; inference= must be an inference.{type(alg).__name__}, "
-                              f"not {type(inference).__name__}")
-        alg = inference
     groups = _read_groups(path)
     expected_params = set(spec.param_names("marginal"))
     if groups["params"] and not set(groups["params"]) >= expected_params:
@@ -970,6 +967,27 @@ def _read_groups(path: Path) -> dict:
     return groups
 
 
+def _run_inference(path: Path, config: dict, inference):
+    """The inference of the run in ``path``: rebuilt from its config, or ``inference`` (an object
+    or name) where the person passes one, which must be of the run's kind. It is needed where the
+    run's algorithm holds a person's code (a custom loss) or is itself a person's own."""
+    saved = config["inference"]
+    if inference is None:
+        if isinstance(saved, dict) and saved.get("name") not in inference_classes():
+            raise ConfigError(f"{path} was fitted with {saved.get('name')!r}, which is not one of ppgen's inference "
+                              f"algorithms ({sorted(inference_classes())}): run folders keep its options, never its "
+                              f"code. If it is your own algorithm, pass it again: ppgen.load(path, inference="
+                              f"YourAlgorithm(...))")
+        return inference_from_config(saved)
+    alg = resolve_inference(inference)
+    if alg.name != saved.get("name"):
+        known = inference_classes().get(saved.get("name"))
+        kind = f"an inference.{known.__name__}" if known else f"the algorithm named {saved.get('name')!r}"
+        raise ConfigError(f"{path} was fitted with {saved.get('name')!r}; inference= must be {kind}, "
+                          f"not {type(alg).__name__}")
+    return alg
+
+
 def _load_program(path: Path, config: dict, program, device, inference) -> Fit:
     """A user Program's run, rebound to ``program`` after checking it has the run's parameters
     (names and shapes) and latent sites."""
@@ -983,7 +1001,7 @@ def _load_program(path: Path, config: dict, program, device, inference) -> Fit:
     if program.backend != config["backend"]:
         raise CheckpointError(f"{path} was fitted in backend {config['backend']!r}; this Program is written for "
                               f"{program.backend!r}")
-    alg = resolve_inference(inference) if inference is not None else inference_from_config(config["inference"])
+    alg = _run_inference(path, config, inference)
     groups = _read_groups(path)
     device = _load_device(config["backend"], config.get("device", "cpu"), device, path)
     shape = tuple(config.get("data", {}).get("shape") or ())
