@@ -215,9 +215,13 @@ class EquinoxNetwork(_PytreeNetwork):
     eqx.is_inexact_array)``), named by their path in the module (``"layers.0.weight"``), and
     start from the module's values as given. The module is called on one example at a time, as
     Equinox modules are written (``eqx.nn.MLP`` takes a vector), under ``jax.vmap`` over every
-    leading dimension of ``x``; ``extra`` (labels, timesteps) is the second argument. Layers
-    with an inference switch (``eqx.nn.Dropout``) always run in inference mode (their training
-    mode needs a key per call, which the adapter does not pass).
+    leading dimension of ``x``; ``extra`` (labels, timesteps) is the second argument.
+
+    Layers with an inference switch (``eqx.nn.Dropout``) follow ``training``: in evaluation they
+    run in inference mode; in training mode (SVI's optimisation steps) the module runs with
+    ``eqx.nn.inference_mode(module, False)`` and gets ``key=``, one key per example split from
+    ``numpyro.prng_key()``, as Equinox modules take their randomness. Such a module's
+    ``__call__`` must therefore accept ``key``.
 
     Args:
         module: the ``equinox.Module``.
@@ -231,12 +235,49 @@ class EquinoxNetwork(_PytreeNetwork):
         self.module = eqx.nn.inference_mode(module, True)
         arrays, self._static = eqx.partition(self.module, eqx.is_inexact_array)
         self._keep(arrays)
+        training = eqx.nn.inference_mode(module, False)
+        self._switches = not eqx.tree_equal(training, self.module)
+        self._training_static = eqx.partition(training, eqx.is_inexact_array)[1] if self._switches else None
+        if self._switches and not _takes_key(module):
+            raise ConfigError(f"{type(module).__name__} has layers with an inference switch (dropout) but its "
+                              f"__call__ takes no key=; add `*, key=None` to __call__ and pass it on to those layers, "
+                              f"as eqx.nn.MLP and eqx.nn.Sequential do")
 
     def apply(self, ops, params: dict, x, extra=None, training: bool = False):
         import equinox as eqx
 
         self._require_ops(ops)
-        return self._batched(eqx.combine(self._tree(params), self._static), x, extra, per_example=True)
+        if not (training and self._switches):
+            return self._batched(eqx.combine(self._tree(params), self._static), x, extra, per_example=True)
+        import warnings
+
+        import jax
+        import numpyro
+
+        with warnings.catch_warnings():  # outside a seed handler: the error below says what to do
+            warnings.simplefilter("ignore", UserWarning)
+            key = numpyro.prng_key()
+        if key is None:
+            raise RuntimeError(f"{type(self.module).__name__} in training mode (dropout) needs a random key: run it "
+                               f"inside a seeded NumPyro program (numpyro.handlers.seed), as SVI does")
+        module = eqx.combine(self._tree(params), self._training_static)
+        lead = tuple(x.shape[:-1])
+        keys = jax.random.split(key, int(np.prod(lead, dtype=int)))
+        if extra is None:
+            out = jax.vmap(lambda xi, ki: module(xi, key=ki))(_flat(x, lead), keys)
+        else:
+            out = jax.vmap(lambda xi, ei, ki: module(xi, ei, key=ki))(_flat(x, lead), _flat(extra, lead), keys)
+        return out.reshape(lead + tuple(out.shape[1:]))
+
+
+def _takes_key(module) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(module.__call__).parameters
+    except (TypeError, ValueError):
+        return True  # cannot tell: let the call say
+    return "key" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 class FlaxNetwork(_PytreeNetwork):

@@ -233,3 +233,43 @@ def test_flax_linen_and_nnx_modules_run_as_themselves_and_fit_a_vae(digits):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     assert "encoder.Dense_0.kernel" in fit.params and "decoder.out.kernel" in fit.params
     assert np.all(np.isfinite(fit.log_likelihood(digits.test[:10], num_samples=8)))
+
+
+def test_equinox_dropout_follows_the_training_flag():
+    """Evaluation runs the module in inference mode; training mode drops units with a key per
+    example from NumPyro's seed handler (and the module must take key=)."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+
+    ops = models.nets.ops_for("numpyro")
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    module = eqx.nn.Sequential([eqx.nn.Linear(6, 200, key=k1), eqx.nn.Dropout(0.5), eqx.nn.Linear(200, 3, key=k2)])
+    net = as_network(module)
+    params = {k: jnp.asarray(v) for k, v in net.init(0).items()}
+    x = jnp.ones((2, 5, 6))
+    evaluation = net.apply(ops, params, x)
+    np.testing.assert_allclose(np.asarray(evaluation), np.asarray(jax.vmap(jax.vmap(eqx.nn.inference_mode(module)))(x)),
+                               rtol=1e-5, atol=1e-6)
+    with numpyro.handlers.seed(rng_seed=1):
+        trained = net.apply(ops, params, x, training=True)
+    assert trained.shape == (2, 5, 3)
+    flat = np.asarray(trained).reshape(10, 3)
+    assert not np.allclose(flat, np.asarray(evaluation).reshape(10, 3), atol=1e-3)  # units were dropped
+    assert not np.allclose(flat[0], flat[1], atol=1e-3)  # each example its own key (same input)
+    # the expectation over dropout masks is the evaluation output (inverted dropout): average many draws
+    with numpyro.handlers.seed(rng_seed=2):
+        many = net.apply(ops, params, jnp.ones((4000, 6)), training=True)
+    np.testing.assert_allclose(np.asarray(many).mean(0), np.asarray(evaluation)[0, 0], atol=0.1)
+    with pytest.raises(RuntimeError, match="needs a random key"):
+        net.apply(ops, params, x, training=True)
+
+    class NoKey(eqx.Module):
+        linear: eqx.nn.Linear
+        drop: eqx.nn.Dropout
+
+        def __call__(self, x):
+            return self.drop(self.linear(x))
+
+    with pytest.raises(ppgen.ConfigError, match=r"takes no key=; add `\*, key=None` to __call__"):
+        as_network(NoKey(eqx.nn.Linear(2, 2, key=k1), eqx.nn.Dropout(0.3)))
