@@ -522,15 +522,25 @@ class PyroBackend(Backend):
     @contextlib.contextmanager
     def rng(self, state: dict, seed: int | None = None):
         """Run the body with torch's RNG set from ``state['rng']`` (or ``seed``), isolated from
-        the caller's global RNG; the advanced RNG state is written back into ``state``."""
+        the caller's global RNG; the advanced RNG state is written back into ``state``.
+
+        On a machine with CUDA the state is the CPU generator's state followed by the current
+        CUDA device's, in one uint8 tensor, so that draws made on the GPU advance from step to
+        step as those on the CPU do (a state saved on a machine without CUDA restores the CPU
+        generator and leaves the CUDA one as it is)."""
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
-            if state.get("rng") is not None:
-                torch.set_rng_state(state["rng"])
+            saved = state.get("rng")
+            if saved is not None:
+                cpu_size = torch.get_rng_state().numel()
+                torch.set_rng_state(saved[:cpu_size].clone())
+                if devices and saved.numel() > cpu_size:
+                    torch.cuda.set_rng_state(saved[cpu_size:].clone())
             else:
-                torch.manual_seed(0 if seed is None else seed)
+                torch.manual_seed(0 if seed is None else seed)  # seeds every CUDA device too
             yield
-            state["rng"] = torch.get_rng_state()
+            after = torch.get_rng_state()
+            state["rng"] = torch.cat([after, torch.cuda.get_rng_state()]) if devices else after
 
 
 BACKEND = PyroBackend()

@@ -118,3 +118,35 @@ def test_cuda_path(family, name, backend, tmp_path):
     back = ppgen.load(tmp_path / "run", device="cpu")
     assert back.sample(7, seed=3, **({"labels": np.arange(7) % 3} if getattr(back.model, "conditional", False)
                                      else {})).shape[0] == 7
+
+
+def test_pyro_rng_state_carries_the_cuda_generator(monkeypatch):
+    """On a CUDA machine the state written back by the Pyro backend's rng context holds the CUDA
+    generator after the CPU one, and the next step starts the CUDA generator from it (a fake CUDA
+    generator here: a counter that each body advances), so GPU draws differ from step to step."""
+    import torch
+
+    from ppgen.backends import get_backend
+
+    fake = {"state": torch.zeros(16, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": fake["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value, device="cuda": fake.update(state=value.clone()))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: fake.update(state=torch.full((16,), seed % 7, dtype=torch.uint8)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: fake.update(state=torch.full((16,), seed % 7, dtype=torch.uint8)))
+    be = get_backend("pyro")
+    cpu_size = torch.get_rng_state().numel()
+    holder = {"rng": None}
+    seen = []
+    for _ in range(3):
+        with be.rng(holder, seed=3):
+            seen.append(int(fake["state"][0]))
+            fake["state"] = fake["state"] + 1  # the body's draws advance the CUDA generator
+            torch.rand(1)
+        assert holder["rng"].numel() == cpu_size + 16
+    assert seen == [3, 4, 5]  # seeded once, then continued from the saved state
+    assert int(fake["state"][0]) == 0  # and the caller's CUDA generator is as it was before the first step
+    # a state saved without CUDA (CPU only) restores the CPU generator and leaves CUDA alone
+    with be.rng({"rng": holder["rng"][:cpu_size]}):
+        assert int(fake["state"][0]) == 0
