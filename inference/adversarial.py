@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, ClassVar, Literal, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 
@@ -59,7 +59,8 @@ from ppgen.errors import CheckpointError, ConfigError, DataError
 from .base import Inference, Kernel, Result
 from .losses import ADVERSARIAL_LOSSES, LossConfig, call_loss, loss_name, pyro_generator
 
-__all__ = ["Adversarial", "AdversarialInfo", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "Game", "LOSSES",
+__all__ = ["Adversarial", "AdversarialInfo", "TorchGameKernel", "TorchGameState", "JaxGameKernel", "JaxGameState",
+           "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "Game", "LOSSES",
            "random_source",
            "discriminator_loss", "generator_loss", "minimax_value", "gradient_penalty", "mmd_penalty"]
 
@@ -532,42 +533,12 @@ class Adversarial(Inference):
         return self.steps
 
     # ---- protocol --------------------------------------------------------------------
-    def bind(self, program):  # transitional: the dict state becomes a NamedTuple in the next commit
-        alg = self
-
-        class _Bound(Kernel):
-            def init(self, batch, seed):
-                return alg.init(program, batch, seed)
-
-            def step(self, state, batch):
-                return alg.step(state, batch)
-
-            def result(self, state, batch=None):
-                return alg.result(state, batch)
-
-            def state_arrays(self, state):
-                return alg.state_arrays(state)
-
-            def restore_state(self, state, arrays, meta):
-                return alg.restore_state(state, arrays, meta)
-
-        return _Bound(self, program)
-
-    def init(self, program, batch, seed):
-        impl = _TorchGame if program.backend == "pyro" else _JaxGame
-        return impl.init(self, program, batch, seed)
-
-    def step(self, state, batch):
-        return state["impl"].step(self, state, batch)
-
-    def result(self, state, batch=None) -> Result:
-        return Result(params=state["impl"].params(state, averaged=True))
-
-    def state_arrays(self, state):
-        return state["impl"].state_arrays(state)
-
-    def restore_state(self, state, arrays, meta):
-        return state["impl"].restore_state(state, arrays, meta)
+    def bind(self, program) -> "Kernel":
+        """The game bound to ``program``: a :class:`TorchGameKernel` (Pyro) or a
+        :class:`JaxGameKernel` (NumPyro)."""
+        if program.backend == "pyro":
+            return TorchGameKernel(self, program)
+        return JaxGameKernel(self, program)
 
 
 def _given(value, default: float) -> float:
@@ -634,86 +605,157 @@ class _TorchRandom:
         return torch.randint(0, high, shape, device=self.like.device, generator=self.generator)
 
 
-class _TorchGame:
-    @staticmethod
-    def init(alg: Adversarial, program, batch, seed):
+class TorchGameState(NamedTuple):
+    """The changing data of an adversarial fit in PyTorch (Pyro backend).
+
+    The parameters are leaf tensors, and each player's optimiser is a ``torch.optim.Adam`` over
+    its tensors of ``params``: torch's own idiom for an optimiser's state (Adam's moments, by
+    parameter), kept here as data; the update's schedule and everything else fixed for the run
+    live on the :class:`TorchGameKernel`. A step updates ``params``, ``optimizers`` and ``ema`` in
+    place, as torch does, and returns the state with its new ``step`` and ``rng``; use
+    :meth:`TorchGameKernel.state_arrays` for a copy.
+
+    Attributes:
+        step: generator updates made so far.
+        params: every parameter by name (leaf tensors that require gradients).
+        optimizers: ``{"generator": Adam, "discriminator": Adam}`` (WAE-MMD: the generator's only).
+        ema: the moving average of the generator's parameters by name, or None.
+        rng: torch's CPU random-number state after the last step (a uint8 tensor); None before
+            the first step, which seeds torch with ``seed``.
+        seed: the fit's seed.
+    """
+
+    step: int
+    params: dict
+    optimizers: dict
+    ema: Optional[dict]
+    rng: Any
+    seed: int
+
+
+class TorchGameKernel(Kernel):
+    """:class:`Adversarial` bound to a Pyro program: the alternating updates in PyTorch.
+
+    Attributes (fixed for the run, besides ``inference`` and ``program``):
+        game: the model's :class:`Game` (``program.extras["game"]``).
+        settings: the resolved settings (:meth:`Adversarial.settings`).
+        losses: the game's losses (:meth:`Adversarial.game`); ``generator_loss`` and
+            ``discriminator_loss`` (None without a discriminator) its players, read once.
+        critic_steps: k, the discriminator's updates per step.
+        players: each player's parameter names.
+        schedules: each player's learning rate as a function of its update count.
+        clip_weights: whether the critic's weights are clipped to ``[-clip, clip]`` after each of
+            its updates (``"wasserstein"``).
+
+    The built-in players (:class:`GeneratorLoss`, :class:`DiscriminatorLoss`) are checked by
+    ``call_loss`` on their first call and called directly afterwards (they return a 0-d value
+    and a dict by construction); a person's own loss objects are checked on every call.
+    """
+
+    def __init__(self, inference: Adversarial, program):
+        super().__init__(inference, program)
+        self.be = get_backend("pyro")
+        self.game = program.extras["game"]
+        self.settings = inference.settings()
+        self.losses = inference.game()
+        self.generator_loss = self.losses.generator
+        self.discriminator_loss = self.losses.discriminator if self.game.has_discriminator else None
+        self.critic_steps = self.settings["critic_steps"]
+        self.players = {p: tuple(names) for p, names in self.game.players.items()}
+        self.schedules = _schedules(inference, self.settings, program.num_data)
+        self.clip_weights = isinstance(self.losses, AdversarialLoss) and self.losses.weight_clipping
+        self._checked = set()  # the built-in players already checked once
+
+    def init(self, batch, seed) -> TorchGameState:
         import torch
 
-        game = program.extras["game"]
-        s = alg.settings()
+        game, s = self.game, self.settings
         dev = batch["x"].device
         params = {n: torch.as_tensor(v, device=dev).clone().requires_grad_(True) for n, v in game.init.items()}
-        players = {p: [params[n] for n in names] for p, names in game.players.items()}
-        opts = {p: torch.optim.Adam(players[p], lr=s[f"lr_{p}"], betas=s["betas"]) for p in players if players[p]}
-        losses = alg.game()
-        state = {"impl": _TorchGame, "game": game, "settings": s, "params": params, "players": players,
-                 "losses": losses, "clip": isinstance(losses, AdversarialLoss) and losses.weight_clipping,
-                 "optimizers": opts, "rng": None, "seed": seed, "step": 0, "program": program,
-                 "lr": _schedules(alg, s, program.num_data),
-                 "ema": ({n: params[n].detach().clone() for n in game.players["generator"]} if alg.ema else None)}
+        optimizers = {p: torch.optim.Adam([params[n] for n in names], lr=s[f"lr_{p}"], betas=s["betas"])
+                      for p, names in self.players.items() if names}
+        ema = {n: params[n].detach().clone() for n in self.players["generator"]} if self.inference.ema else None
         if game.has_discriminator:
             _check_critic_output(game, params, batch, _TorchRandom(batch["x"]))
-        return state
+        return TorchGameState(step=0, params=params, optimizers=optimizers, ema=ema, rng=None, seed=int(seed))
 
-    @staticmethod
-    def step(alg: Adversarial, state, batch):
-        import torch
-
-        be = get_backend("pyro")
-        game, s, params = state["game"], state["settings"], state["params"]
-        k = s["critic_steps"]
-        chunks = _chunks(batch, k, alg.batch_size)
-        d_total = penalty_total = 0.0
-        losses, program = state["losses"], state["program"]
-        with be.rng(state, state["seed"]):
-            rng = pyro_generator(batch["x"].device)
-            if game.has_discriminator:
-                opt = state["optimizers"]["discriminator"]
-                for j, chunk in enumerate(chunks):
-                    loss, metrics = call_loss(losses.discriminator, program, params, chunk, rng)
-                    penalty = metrics.get("penalty", 0.0)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    _set_lr(opt, state["lr"]["discriminator"](state["step"] * k + j))
-                    opt.step()
-                    if state["clip"]:
-                        with torch.no_grad():
-                            for p in state["players"]["discriminator"]:
-                                p.clamp_(-alg.clip, alg.clip)
-                    d_total += loss.item()
-                    penalty_total += float(penalty.detach()) if hasattr(penalty, "detach") else float(penalty)
-            chunk = chunks[-1]
-            g_loss, extra = call_loss(losses.generator, program, params, chunk, rng)
-            opt = state["optimizers"]["generator"]
-            opt.zero_grad(set_to_none=True)
-            grads = torch.autograd.grad(g_loss, state["players"]["generator"])
-            for p, g in zip(state["players"]["generator"], grads):
-                p.grad = g
-            _set_lr(opt, state["lr"]["generator"](state["step"]))
-            opt.step()
-        state["step"] += 1
-        if state["ema"] is not None:
-            with torch.no_grad():
-                names = list(state["ema"])
-                torch._foreach_lerp_([state["ema"][n] for n in names], [params[n].detach() for n in names],
-                                     1.0 - alg.ema)
-        if not game.has_discriminator:
-            penalty_total = float(extra.get("penalty", 0.0)) * k
-        return state, AdversarialInfo(g_loss.item(), d_total / k if game.has_discriminator else 0.0, penalty_total / k,
-                                      float(extra.get("reconstruction", 0.0)))
-
-    @staticmethod
-    def params(state, averaged: bool = True) -> dict:
-        out = {n: p.detach().cpu().numpy().copy() for n, p in state["params"].items()}
-        if averaged and state["ema"] is not None:
-            out.update({n: v.detach().cpu().numpy().copy() for n, v in state["ema"].items()})
+    def _call(self, loss, params, batch, rng):
+        """``loss(program, params, batch, rng)``: checked (``call_loss``) but for a built-in player
+        after its first call."""
+        if id(loss) in self._checked:
+            return loss(self.program, params, batch, rng)
+        out = call_loss(loss, self.program, params, batch, rng)
+        if type(loss) in (GeneratorLoss, DiscriminatorLoss):
+            self._checked.add(id(loss))
         return out
 
-    @staticmethod
-    def state_arrays(state):
-        arrays = {f"params/{n}": p.detach().cpu().numpy() for n, p in state["params"].items()}
-        meta = {"step": state["step"], "optimizers": {}}
-        for player, opt in state["optimizers"].items():
+    def step(self, state: TorchGameState, batch):
+        import torch
+
+        k, params, step = self.critic_steps, state.params, state.step
+        chunks = _chunks(batch, k, self.inference.batch_size)
+        device = batch["x"].device
+        d_losses, penalties = [], []
+        holder = {"rng": state.rng}
+        with self.be.rng(holder, state.seed):
+            rng = pyro_generator(device)
+            if self.game.has_discriminator:
+                opt, lr = state.optimizers["discriminator"], self.schedules["discriminator"]
+                critic = [params[n] for n in self.players["discriminator"]]
+                for j, chunk in enumerate(chunks):
+                    loss, metrics = self._call(self.discriminator_loss, params, chunk, rng)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    _set_lr(opt, lr(step * k + j))
+                    opt.step()
+                    if self.clip_weights:
+                        with torch.no_grad():
+                            for p in critic:
+                                p.clamp_(-self.inference.clip, self.inference.clip)
+                    d_losses.append(loss.detach())
+                    penalty = metrics.get("penalty", 0.0)
+                    penalties.append(penalty.detach() if isinstance(penalty, torch.Tensor) else penalty)
+            g_loss, extra = self._call(self.generator_loss, params, chunks[-1], rng)
+            opt = state.optimizers["generator"]
+            generator = [params[n] for n in self.players["generator"]]
+            opt.zero_grad(set_to_none=True)
+            grads = torch.autograd.grad(g_loss, generator)
+            for p, g in zip(generator, grads):
+                p.grad = g
+            _set_lr(opt, self.schedules["generator"](step))
+            opt.step()
+        if state.ema is not None:
+            with torch.no_grad():
+                names = list(state.ema)
+                torch._foreach_lerp_([state.ema[n] for n in names], [params[n].detach() for n in names],
+                                     1.0 - self.inference.ema)
+        # the step's numbers as floats, with one transfer from the device for all of them
+        numbers = _host_floats(d_losses + penalties + [g_loss, extra.get("reconstruction", 0.0),
+                                                       extra.get("penalty", 0.0)], device)
+        d_numbers, p_numbers, (g, reconstruction, mmd) = numbers[:len(d_losses)], numbers[len(d_losses):-3], \
+            numbers[-3:]
+        if self.game.has_discriminator:
+            info = AdversarialInfo(g, sum(d_numbers, 0.0) / k, sum(p_numbers, 0.0) / k, reconstruction)
+        else:
+            info = AdversarialInfo(g, 0.0, mmd * k / k, reconstruction)
+        return state._replace(step=step + 1, rng=holder["rng"]), info
+
+    def result(self, state: TorchGameState, batch=None) -> Result:
+        return Result(params=self.params(state, averaged=True))
+
+    def params(self, state: TorchGameState, averaged: bool = True) -> dict:
+        """The parameters as numpy arrays (copies); ``averaged``: the generator's moving average
+        in place of its parameters when one is kept."""
+        out = {n: p.detach().cpu().numpy().copy() for n, p in state.params.items()}
+        if averaged and state.ema is not None:
+            out.update({n: v.detach().cpu().numpy().copy() for n, v in state.ema.items()})
+        return out
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def state_arrays(self, state: TorchGameState):
+        arrays = {f"params/{n}": p.detach().cpu().numpy() for n, p in state.params.items()}
+        meta = {"step": state.step, "optimizers": {}}
+        for player, opt in state.optimizers.items():
             sd = opt.state_dict()
             meta["optimizers"][player] = {"param_groups": sd["param_groups"], "keys": {}}
             for i, entry in sd["state"].items():
@@ -721,30 +763,50 @@ class _TorchGame:
                 for key, value in entry.items():
                     arrays[f"optimizer/{player}/{i}/{key}"] = np.asarray(value.detach().cpu().numpy()
                                                                          if hasattr(value, "detach") else value)
-        for n, v in (state["ema"] or {}).items():
+        for n, v in (state.ema or {}).items():
             arrays[f"ema/{n}"] = v.detach().cpu().numpy()
-        arrays["rng"] = state["rng"].numpy()
+        arrays["rng"] = (state.rng if state.rng is not None else _seeded_rng_state(state.seed)).numpy()
         return arrays, meta
 
-    @staticmethod
-    def restore_state(state, arrays, meta):
+    def restore_state(self, state: TorchGameState, arrays, meta) -> TorchGameState:
+        """``state`` with a checkpoint's values: its parameters, moving average and optimisers
+        are loaded in place (the optimisers hold the parameters' tensors)."""
         import torch
 
-        _require_names(state["params"], arrays)
+        _require_names(state.params, arrays)
         with torch.no_grad():
-            for n, p in state["params"].items():
+            for n, p in state.params.items():
                 p.copy_(torch.as_tensor(arrays[f"params/{n}"]))
-            for n, v in (state["ema"] or {}).items():
+            for n, v in (state.ema or {}).items():
                 v.copy_(torch.as_tensor(arrays.get(f"ema/{n}", arrays[f"params/{n}"])))
-        for player, opt in state["optimizers"].items():
+        for player, opt in state.optimizers.items():
             saved = meta["optimizers"][player]
             sd = {"param_groups": saved["param_groups"], "state": {}}
             for i, keys in saved["keys"].items():
                 sd["state"][int(i)] = {key: torch.as_tensor(arrays[f"optimizer/{player}/{i}/{key}"]) for key in keys}
             opt.load_state_dict(sd)
-        state["rng"] = torch.as_tensor(arrays["rng"])
-        state["step"] = int(meta.get("step", 0))
-        return state
+        return state._replace(rng=torch.as_tensor(arrays["rng"]), step=int(meta.get("step", 0)))
+
+
+def _host_floats(values: list, device) -> list:
+    """``values`` (0-d tensors and numbers) as Python floats, the tensors' with one transfer from
+    ``device`` (a GPU step then waits for the device once, not once per number)."""
+    import torch
+
+    tensors = [v.detach().reshape(()).to(device=device, dtype=torch.float64) for v in values
+               if isinstance(v, torch.Tensor)]
+    host = iter(torch.stack(tensors).tolist() if tensors else ())
+    return [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+def _seeded_rng_state(seed: int):
+    """Torch's CPU random-number state right after ``torch.manual_seed(seed)`` (the caller's own
+    state untouched)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.get_rng_state()
 
 
 def _set_lr(opt, lr: float) -> None:
@@ -797,133 +859,175 @@ class _JaxRandom:
         return jax.random.randint(self._next(), shape, 0, high)
 
 
-class _JaxGame:
-    @staticmethod
-    def init(alg: Adversarial, program, batch, seed):
+class JaxGameState(NamedTuple):
+    """The changing data of an adversarial fit in JAX (NumPyro backend).
+
+    Attributes:
+        step: generator updates made so far.
+        opt_state: each player's Adam state (``jax.example_libraries.optimizers``), which holds
+            its parameters and moments.
+        ema: the moving average of the generator's parameters by name, or None.
+        key: the JAX random key of the next step.
+    """
+
+    step: int
+    opt_state: dict
+    ema: Optional[dict]
+    key: Any
+
+
+class JaxGameKernel(Kernel):
+    """:class:`Adversarial` bound to a NumPyro program: each step one compiled JAX function.
+
+    Attributes (fixed for the run, besides ``inference`` and ``program``):
+        game, settings, losses, generator_loss, discriminator_loss, critic_steps, players,
+            schedules, clip_weights: as :class:`TorchGameKernel`'s.
+        optimizers: each player's Adam as the ``(init, update, get_params)`` triple of
+            ``jax.example_libraries.optimizers``, with its learning-rate schedule.
+        update: the jitted step ``(opt_state, ema, step, block, key) -> (opt_state, ema, key,
+            numbers)``.
+    """
+
+    def __init__(self, inference: Adversarial, program):
         import jax
-        import jax.numpy as jnp
         from jax.example_libraries import optimizers
 
-        game = program.extras["game"]
-        s = alg.settings()
+        super().__init__(inference, program)
+        self.game = program.extras["game"]
+        self.settings = inference.settings()
+        self.losses = inference.game()
+        self.generator_loss = self.losses.generator
+        self.discriminator_loss = self.losses.discriminator if self.game.has_discriminator else None
+        self.critic_steps = self.settings["critic_steps"]
+        self.players = {p: tuple(names) for p, names in self.game.players.items()}
+        self.schedules = _schedules(inference, self.settings, program.num_data)
+        self.clip_weights = isinstance(self.losses, AdversarialLoss) and self.losses.weight_clipping
+        b1, b2 = self.settings["betas"]
+        self.optimizers = {p: optimizers.adam(self.schedules[p], b1=b1, b2=b2)
+                           for p, names in self.players.items() if names}
+        self.update = jax.jit(self._update)
+
+    def merged(self, opt_state) -> dict:
+        """Every player's parameters in one dict, from their optimiser states."""
+        out = {}
+        for p in opt_state:
+            out.update(self.optimizers[p][2](opt_state[p]))
+        return out
+
+    def _critic_update(self, carry, chunk):
+        import jax
+        import jax.numpy as jnp
+
+        d_state, count, key, current = carry
+        rng = jax.random.fold_in(key, count)
+        _, update, get = self.optimizers["discriminator"]
+
+        def d_objective(d_params):
+            return call_loss(self.discriminator_loss, self.program, dict(current, **d_params), chunk, rng)
+
+        (loss, metrics), grads = jax.value_and_grad(d_objective, has_aux=True)(get(d_state))
+        penalty = jnp.asarray(metrics.get("penalty", 0.0), dtype=loss.dtype)
+        d_state = update(count, grads, d_state)
+        if self.clip_weights:
+            clip = self.inference.clip
+            d_state = _replace_params(d_state, jax.tree_util.tree_map(lambda w: jnp.clip(w, -clip, clip), get(d_state)))
+        return (d_state, count + 1, key, current), (loss, penalty)
+
+    def _update(self, opt_state, ema, step, block, key):
+        import jax
+        import jax.numpy as jnp
+
+        k = self.critic_steps
+        chunks = _stacked_chunks(block, k, self.inference.batch_size)  # (k, B, ...): the critic's k minibatches
+        key, key_d, key_g = jax.random.split(key, 3)
+        d_loss = penalty = jnp.zeros(())
+        if self.game.has_discriminator:
+            carry = (opt_state["discriminator"], step * k, key_d, self.merged(opt_state))
+            # unrolled: k is small, and XLA fuses across the updates (a rolled loop cost ~10%)
+            (d_state, _, _, _), (losses, penalties) = jax.lax.scan(self._critic_update, carry, chunks, unroll=k)
+            opt_state = dict(opt_state, discriminator=d_state)
+            d_loss, penalty = losses.mean(), penalties.mean()
+        current = self.merged(opt_state)
+        last = {name: v[-1] for name, v in chunks.items()}
+        _, g_update, g_get = self.optimizers["generator"]
+
+        def g_objective(g_params):
+            return call_loss(self.generator_loss, self.program, dict(current, **g_params), last, key_g)
+
+        (g_loss, extra), grads = jax.value_and_grad(g_objective, has_aux=True)(g_get(opt_state["generator"]))
+        opt_state = dict(opt_state, generator=g_update(step, grads, opt_state["generator"]))
+        if ema is not None:
+            raw, decay = g_get(opt_state["generator"]), self.inference.ema
+            ema = jax.tree_util.tree_map(lambda e, p_: e + (1.0 - decay) * (p_ - e), ema, raw)
+        numbers = {"g": g_loss, "d": d_loss, "penalty": penalty, **extra}
+        return opt_state, ema, key, numbers
+
+    def init(self, batch, seed) -> JaxGameState:
+        import jax
+        import jax.numpy as jnp
+
+        game = self.game
         params = {n: jnp.asarray(v) for n, v in game.init.items()}
-        names = {p: tuple(ns) for p, ns in game.players.items()}
-        b1, b2 = s["betas"]
-        lr = _schedules(alg, s, program.num_data)
-        opt = {p: optimizers.adam(lr[p], b1=b1, b2=b2) for p in names if names[p]}
-        opt_state = {p: opt[p][0]({n: params[n] for n in names[p]}) for p in opt}
-        k, clip = s["critic_steps"], alg.clip
-        players = alg.game()
-        clipping = isinstance(players, AdversarialLoss) and players.weight_clipping
-        size = alg.batch_size
+        opt_state = {p: self.optimizers[p][0]({n: params[n] for n in self.players[p]}) for p in self.optimizers}
         if game.has_discriminator:
             _check_critic_output(game, params, batch, _JaxRandom(jax.random.PRNGKey(0)))
-
-        def merged(opt_state):
-            out = {}
-            for p in opt_state:
-                out.update(opt[p][2](opt_state[p]))
-            return out
-
-        def critic_update(carry, chunk):
-            d_state, count, key, current = carry
-            rng = jax.random.fold_in(key, count)
-
-            def d_objective(d_params):
-                return call_loss(players.discriminator, program, dict(current, **d_params), chunk, rng)
-
-            (loss, metrics), grads = jax.value_and_grad(d_objective, has_aux=True)(opt["discriminator"][2](d_state))
-            penalty = jnp.asarray(metrics.get("penalty", 0.0), dtype=loss.dtype)
-            d_state = opt["discriminator"][1](count, grads, d_state)
-            if clipping:
-                clipped = jax.tree_util.tree_map(lambda w: jnp.clip(w, -clip, clip), opt["discriminator"][2](d_state))
-                d_state = _replace_params(d_state, clipped)
-            return (d_state, count + 1, key, current), (loss, penalty)
-
-        def update(opt_state, ema, step, block, key):
-            chunks = _stacked_chunks(block, k, size)  # (k, B, ...): the critic's k minibatches
-            key, key_d, key_g = jax.random.split(key, 3)
-            d_loss = penalty = jnp.zeros(())
-            if game.has_discriminator:
-                carry = (opt_state["discriminator"], step * k, key_d, merged(opt_state))
-                # unrolled: k is small, and XLA fuses across the updates (a rolled loop cost ~10%)
-                (d_state, _, _, _), (losses, penalties) = jax.lax.scan(critic_update, carry, chunks, unroll=k)
-                opt_state = dict(opt_state, discriminator=d_state)
-                d_loss, penalty = losses.mean(), penalties.mean()
-            current = merged(opt_state)
-            last = {name: v[-1] for name, v in chunks.items()}
-
-            def g_objective(g_params):
-                return call_loss(players.generator, program, dict(current, **g_params), last, key_g)
-
-            g_params = opt["generator"][2](opt_state["generator"])
-            (g_loss, extra), grads = jax.value_and_grad(g_objective, has_aux=True)(g_params)
-            opt_state = dict(opt_state, generator=opt["generator"][1](step, grads, opt_state["generator"]))
-            if ema is not None:
-                raw = opt["generator"][2](opt_state["generator"])
-                ema = jax.tree_util.tree_map(lambda e, p_: e + (1.0 - alg.ema) * (p_ - e), ema, raw)
-            numbers = {"g": g_loss, "d": d_loss, "penalty": penalty, **extra}
-            return opt_state, ema, key, numbers
-
-        ema = {n: params[n] for n in names["generator"]} if alg.ema else None
+        ema = {n: params[n] for n in self.players["generator"]} if self.inference.ema else None
         # committed to the data's device like the step's outputs, so that the step compiles once
         device = next(iter(batch["x"].devices()))
         opt_state, ema = jax.device_put((opt_state, ema), device)
-        return {"impl": _JaxGame, "game": game, "settings": s, "opt": opt, "opt_state": opt_state, "ema": ema,
-                "merged": merged, "update": jax.jit(update), "step": 0,
-                "key": jax.device_put(jax.random.PRNGKey(seed), device),
-                "program": program}
+        return JaxGameState(step=0, opt_state=opt_state, ema=ema,
+                            key=jax.device_put(jax.random.PRNGKey(seed), device))
 
-    @staticmethod
-    def step(alg: Adversarial, state, batch):
+    def step(self, state: JaxGameState, batch):
         import jax
 
         block = {k: v for k, v in batch.items() if hasattr(v, "shape") and k != "index"}  # games read x (and y)
-        opt_state, ema, key, numbers = state["update"](state["opt_state"], state["ema"], state["step"], block,
-                                                       state["key"])
-        state.update(opt_state=opt_state, ema=ema, key=key)
-        state["step"] += 1
+        opt_state, ema, key, numbers = self.update(state.opt_state, state.ema, state.step, block, state.key)
         numbers = jax.device_get(numbers)  # one transfer for the step's numbers
-        has_d = state["game"].has_discriminator
-        return state, AdversarialInfo(float(numbers["g"]), float(numbers["d"]) if has_d else 0.0,
-                                      float(numbers["penalty"]), float(numbers.get("reconstruction", 0.0)))
+        has_d = self.game.has_discriminator
+        info = AdversarialInfo(float(numbers["g"]), float(numbers["d"]) if has_d else 0.0,
+                               float(numbers["penalty"]), float(numbers.get("reconstruction", 0.0)))
+        return JaxGameState(step=state.step + 1, opt_state=opt_state, ema=ema, key=key), info
 
-    @staticmethod
-    def params(state, averaged: bool = True) -> dict:
-        out = {n: np.asarray(v) for n, v in state["merged"](state["opt_state"]).items()}
-        if averaged and state["ema"] is not None:
-            out.update({n: np.asarray(v) for n, v in state["ema"].items()})
+    def result(self, state: JaxGameState, batch=None) -> Result:
+        return Result(params=self.params(state, averaged=True))
+
+    def params(self, state: JaxGameState, averaged: bool = True) -> dict:
+        """The parameters as numpy arrays; ``averaged``: the generator's moving average in place
+        of its parameters when one is kept."""
+        out = {n: np.asarray(v) for n, v in self.merged(state.opt_state).items()}
+        if averaged and state.ema is not None:
+            out.update({n: np.asarray(v) for n, v in state.ema.items()})
         return out
 
-    @staticmethod
-    def state_arrays(state):
+    # ---- checkpoints -----------------------------------------------------------------
+    def state_arrays(self, state: JaxGameState):
         import jax
 
-        leaves = jax.tree_util.tree_leaves(state["opt_state"])
+        leaves = jax.tree_util.tree_leaves(state.opt_state)
         arrays = {f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-        for n, v in (state["ema"] or {}).items():
+        for n, v in (state.ema or {}).items():
             arrays[f"ema/{n}"] = np.asarray(v)
-        arrays["key"] = np.asarray(jax.random.key_data(state["key"]) if hasattr(jax.random, "key_data")
-                                   and not isinstance(state["key"], np.ndarray) and state["key"].dtype != np.uint32
-                                   else state["key"])
-        return arrays, {"num_leaves": len(leaves), "step": state["step"]}
+        key = state.key
+        arrays["key"] = np.asarray(jax.random.key_data(key) if hasattr(jax.random, "key_data")
+                                   and not isinstance(key, np.ndarray) and key.dtype != np.uint32 else key)
+        return arrays, {"num_leaves": len(leaves), "step": state.step}
 
-    @staticmethod
-    def restore_state(state, arrays, meta):
+    def restore_state(self, state: JaxGameState, arrays, meta) -> JaxGameState:
         import jax
         import jax.numpy as jnp
 
-        leaves, treedef = jax.tree_util.tree_flatten(state["opt_state"])
+        leaves, treedef = jax.tree_util.tree_flatten(state.opt_state)
         if len(leaves) != meta.get("num_leaves"):
             raise CheckpointError(f"the checkpoint has {meta.get('num_leaves')} optimiser arrays and this game "
                                   f"{len(leaves)}: it was written by another model; use a new run_dir")
-        state["opt_state"] = jax.tree_util.tree_unflatten(
+        opt_state = jax.tree_util.tree_unflatten(
             treedef, [jnp.asarray(arrays[f"leaf/{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)])
-        if state["ema"] is not None:
-            state["ema"] = {n: jnp.asarray(arrays.get(f"ema/{n}"), dtype=v.dtype) for n, v in state["ema"].items()}
-        state["key"] = jnp.asarray(arrays["key"], dtype=jnp.uint32)
-        state["step"] = int(meta.get("step", 0))
-        return state
+        ema = state.ema
+        if ema is not None:
+            ema = {n: jnp.asarray(arrays.get(f"ema/{n}"), dtype=v.dtype) for n, v in ema.items()}
+        return JaxGameState(step=int(meta.get("step", 0)), opt_state=opt_state, ema=ema,
+                            key=jnp.asarray(arrays["key"], dtype=jnp.uint32))
 
 
 def _replace_params(opt_state, new_params):
