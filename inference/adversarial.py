@@ -56,7 +56,7 @@ from ppgen.backends import get_backend
 from ppgen.config import Config, NameOrObject
 from ppgen.errors import CheckpointError, ConfigError, DataError
 
-from .base import Inference, Kernel, Result
+from .base import Inference, Kernel, Result, info_with_metrics
 from .losses import ADVERSARIAL_LOSSES, LossConfig, call_loss, loss_name, pyro_generator
 
 __all__ = ["Adversarial", "AdversarialInfo", "TorchGameKernel", "TorchGameState", "JaxGameKernel", "JaxGameState",
@@ -695,7 +695,7 @@ class TorchGameKernel(Kernel):
         k, params, step = self.critic_steps, state.params, state.step
         chunks = _chunks(batch, k, self.inference.batch_size)
         device = batch["x"].device
-        d_losses, penalties = [], []
+        d_losses, penalties, d_metrics = [], [], {}
         holder = {"rng": state.rng}
         with self.be.rng(holder, state.seed):
             rng = pyro_generator(device)
@@ -715,6 +715,11 @@ class TorchGameKernel(Kernel):
                     d_losses.append(loss.detach())
                     penalty = metrics.get("penalty", 0.0)
                     penalties.append(penalty.detach() if isinstance(penalty, torch.Tensor) else penalty)
+                    if len(metrics) > ("penalty" in metrics):  # a person's loss reporting more
+                        for name, value in metrics.items():
+                            if name != "penalty":
+                                d_metrics.setdefault(name, []).append(
+                                    value.detach() if isinstance(value, torch.Tensor) else value)
             g_loss, extra = self._call(self.generator_loss, params, chunks[-1], rng)
             opt = state.optimizers["generator"]
             generator = [params[n] for n in self.players["generator"]]
@@ -730,15 +735,23 @@ class TorchGameKernel(Kernel):
                 torch._foreach_lerp_([state.ema[n] for n in names], [params[n].detach() for n in names],
                                      1.0 - self.inference.ema)
         # the step's numbers as floats, with one transfer from the device for all of them
-        numbers = _host_floats(d_losses + penalties + [g_loss, extra.get("reconstruction", 0.0),
-                                                       extra.get("penalty", 0.0)], device)
-        d_numbers, p_numbers, (g, reconstruction, mmd) = numbers[:len(d_losses)], numbers[len(d_losses):-3], \
-            numbers[-3:]
+        g_extra = {n: v for n, v in extra.items() if n not in ("reconstruction", "penalty")}
+        d_extra = [v for values in d_metrics.values() for v in values]
+        numbers = _host_floats(d_losses + penalties + d_extra + list(g_extra.values())
+                               + [g_loss, extra.get("reconstruction", 0.0), extra.get("penalty", 0.0)], device)
+        d_numbers, numbers = numbers[:len(d_losses)], numbers[len(d_losses):]
+        p_numbers, numbers = numbers[:len(penalties)], numbers[len(penalties):]
+        d_values, numbers = numbers[:len(d_extra)], numbers[len(d_extra):]
+        g_values, (g, reconstruction, mmd) = numbers[:-3], numbers[-3:]
         if self.game.has_discriminator:
             info = AdversarialInfo(g, sum(d_numbers, 0.0) / k, sum(p_numbers, 0.0) / k, reconstruction)
         else:
             info = AdversarialInfo(g, 0.0, mmd * k / k, reconstruction)
-        return state._replace(step=step + 1, rng=holder["rng"]), info
+        metrics = dict(zip(g_extra, g_values))
+        for name, values in d_metrics.items():  # each averaged over the critic's updates
+            metrics[f"discriminator_{name}"] = sum(d_values[:len(values)], 0.0) / len(values)
+            d_values = d_values[len(values):]
+        return state._replace(step=step + 1, rng=holder["rng"]), info_with_metrics(info, metrics)
 
     def result(self, state: TorchGameState, batch=None) -> Result:
         return Result(params=self.params(state, averaged=True))
@@ -926,12 +939,13 @@ class JaxGameKernel(Kernel):
             return call_loss(self.discriminator_loss, self.program, dict(current, **d_params), chunk, rng)
 
         (loss, metrics), grads = jax.value_and_grad(d_objective, has_aux=True)(get(d_state))
-        penalty = jnp.asarray(metrics.get("penalty", 0.0), dtype=loss.dtype)
+        metrics = {n: jnp.asarray(v, dtype=loss.dtype) for n, v in metrics.items()}
+        metrics.setdefault("penalty", jnp.zeros((), dtype=loss.dtype))
         d_state = update(count, grads, d_state)
         if self.clip_weights:
             clip = self.inference.clip
             d_state = _replace_params(d_state, jax.tree_util.tree_map(lambda w: jnp.clip(w, -clip, clip), get(d_state)))
-        return (d_state, count + 1, key, current), (loss, penalty)
+        return (d_state, count + 1, key, current), (loss, metrics)
 
     def _update(self, opt_state, ema, step, block, key):
         import jax
@@ -941,12 +955,14 @@ class JaxGameKernel(Kernel):
         chunks = _stacked_chunks(block, k, self.inference.batch_size)  # (k, B, ...): the critic's k minibatches
         key, key_d, key_g = jax.random.split(key, 3)
         d_loss = penalty = jnp.zeros(())
+        d_metrics = {}
         if self.game.has_discriminator:
             carry = (opt_state["discriminator"], step * k, key_d, self.merged(opt_state))
             # unrolled: k is small, and XLA fuses across the updates (a rolled loop cost ~10%)
-            (d_state, _, _, _), (losses, penalties) = jax.lax.scan(self._critic_update, carry, chunks, unroll=k)
+            (d_state, _, _, _), (losses, d_metrics) = jax.lax.scan(self._critic_update, carry, chunks, unroll=k)
             opt_state = dict(opt_state, discriminator=d_state)
-            d_loss, penalty = losses.mean(), penalties.mean()
+            d_metrics = {n: v.mean() for n, v in d_metrics.items()}  # each over the critic's updates
+            d_loss, penalty = losses.mean(), d_metrics.pop("penalty")
         current = self.merged(opt_state)
         last = {name: v[-1] for name, v in chunks.items()}
         _, g_update, g_get = self.optimizers["generator"]
@@ -959,7 +975,9 @@ class JaxGameKernel(Kernel):
         if ema is not None:
             raw, decay = g_get(opt_state["generator"]), self.inference.ema
             ema = jax.tree_util.tree_map(lambda e, p_: e + (1.0 - decay) * (p_ - e), ema, raw)
-        numbers = {"g": g_loss, "d": d_loss, "penalty": penalty, **extra}
+        numbers = {"g": g_loss, "d": d_loss, "penalty": penalty, **extra,
+                   "metrics": {**{n: v for n, v in extra.items() if n not in ("reconstruction", "penalty")},
+                               **{f"discriminator_{n}": v for n, v in d_metrics.items()}}}
         return opt_state, ema, key, numbers
 
     def init(self, batch, seed) -> JaxGameState:
@@ -987,6 +1005,7 @@ class JaxGameKernel(Kernel):
         has_d = self.game.has_discriminator
         info = AdversarialInfo(float(numbers["g"]), float(numbers["d"]) if has_d else 0.0,
                                float(numbers["penalty"]), float(numbers.get("reconstruction", 0.0)))
+        info = info_with_metrics(info, numbers["metrics"])
         return JaxGameState(step=state.step + 1, opt_state=opt_state, ema=ema, key=key), info
 
     def result(self, state: JaxGameState, batch=None) -> Result:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple, Optional
 
@@ -11,7 +12,7 @@ import numpy as np
 from ppgen.config import Config
 from ppgen.errors import IncompatibleInference
 
-__all__ = ["Inference", "Kernel", "Result", "Plan"]
+__all__ = ["Inference", "Kernel", "Result", "Plan", "info_with_metrics"]
 
 
 class Result(NamedTuple):
@@ -207,6 +208,30 @@ class Kernel:
         """``state`` with the values of a checkpoint (``state_arrays``' output); refuses arrays
         that do not fit this program."""
         raise NotImplementedError(f"{self.inference.title} cannot resume from a checkpoint")
+
+
+@functools.lru_cache(maxsize=None)
+def _info_class(base: type, names: tuple) -> type:
+    reserved = set(base._fields) | {"step", "epoch", "seconds"}
+    bad = [n for n in names if n in reserved or not n.isidentifier() or n.startswith("_")]
+    if bad:
+        from ppgen.errors import ConfigError
+
+        raise ConfigError(f"a loss's metric {bad[0]!r} cannot be a history column: metric names are identifiers, "
+                          f"not starting with '_', other than {sorted(reserved)}; rename it")
+    return NamedTuple(base.__name__, [(f, base.__annotations__.get(f, float)) for f in base._fields]
+                      + [(n, float) for n in names])
+
+
+def info_with_metrics(info: tuple, metrics: dict) -> tuple:
+    """``info`` (an algorithm's info NamedTuple) with a loss's ``metrics`` (numbers by name) as
+    extra fields, which ``Fit.history`` records like the others; ``info`` itself when there are
+    none. A metric named like a field of ``info`` or of the history (step, epoch, seconds), or
+    that is not an identifier, is refused."""
+    if not metrics:
+        return info
+    values = [float(v.detach()) if hasattr(v, "detach") else float(v) for v in metrics.values()]
+    return _info_class(type(info), tuple(metrics))(*info, *values)
 
 
 def _model_label(model) -> str:

@@ -218,7 +218,8 @@ class LeastSquaresGame:
             fake, fake_cond = game.fake(params, batch, rand)
             real, real_cond = game.real(params, batch, rand)
             s_real, s_fake = game.critic(params, real, real_cond), game.critic(params, fake, fake_cond)
-            return 0.5 * (((s_real - 1.0) ** 2).mean() + (s_fake ** 2).mean()), {"penalty": 0.0 * s_fake.mean()}
+            return 0.5 * (((s_real - 1.0) ** 2).mean() + (s_fake ** 2).mean()), {"penalty": 0.0 * s_fake.mean(),
+                                                                                  "real_score": s_real.mean()}
 
     class _Generator:
         name = "least_squares:generator"
@@ -226,7 +227,8 @@ class LeastSquaresGame:
         def __call__(self, program, params, batch, rng):
             game = program.extras["game"]
             fake, cond = game.fake(params, batch, random_source(program, rng, batch["x"]))
-            return 0.5 * ((game.critic(params, fake, cond) - 1.0) ** 2).mean(), {}
+            scores = game.critic(params, fake, cond)
+            return 0.5 * ((scores - 1.0) ** 2).mean(), {"fake_score": scores.mean()}
 
     discriminator = _Discriminator()
     generator = _Generator()
@@ -243,6 +245,11 @@ def test_a_persons_adversarial_game_trains_a_gan(backend):
     g = np.array([h["generator_loss"] for h in fit.history])
     d = np.array([h["discriminator_loss"] for h in fit.history])
     assert np.isfinite(g).all() and np.isfinite(d).all()
+    # the players' own metrics join the history (the discriminator's averaged over its updates)
+    fake_score = np.array([h["fake_score"] for h in fit.history])
+    real_score = np.array([h["discriminator_real_score"] for h in fit.history])
+    assert np.isfinite(real_score).all() and real_score.std() > 0
+    assert (g >= 0.5 * (fake_score - 1.0) ** 2 - 1e-5).all()  # Jensen: mean of squares >= square of the mean
     untrained = {f"{name}.{k}": v for i, (name, net) in enumerate(spec.networks().items())
                  for k, v in net.init(i).items()}
     start = spec.sample(backend, untrained, 2000, seed=1)[:, 0]  # the untrained generator
