@@ -20,8 +20,9 @@ Every object states which models it serves; a mismatch is refused before any wor
 error naming what would work.
 """
 
-from .adversarial import Adversarial, AdversarialLoss, DiscriminatorLoss, GeneratorLoss
-from .base import Inference, Kernel, Result
+from .adversarial import (Adversarial, AdversarialLoss, DiscriminatorLoss, GeneratorLoss, JaxGameKernel, JaxGameState,
+                          TorchGameKernel, TorchGameState)
+from .base import Inference, Kernel, Result, info_with_metrics
 from .closed_form import ClosedForm, ClosedFormState
 from .diffusion import DiffusionLoss
 from .em import EM, EMState
@@ -32,4 +33,5 @@ from .svi import SVI
 
 __all__ = ["Inference", "Kernel", "Result", "ClosedForm", "ClosedFormState", "EM", "EMState", "MCMCState", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial",
            "Loss", "resolve_loss", "MonteCarloELBO", "AnalyticKLELBO", "ImportanceWeightedELBO", "RenyiELBO",
-           "EnumeratedELBO", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "elbo_terms", "ELBOTerms"]
+           "EnumeratedELBO", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "elbo_terms", "ELBOTerms",
+           "info_with_metrics", "TorchGameKernel", "TorchGameState", "JaxGameKernel", "JaxGameState"]
