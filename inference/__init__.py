@@ -29,7 +29,7 @@ from .em import EM, EMState
 from .losses import (AnalyticKLELBO, ELBOTerms, EnumeratedELBO, ImportanceWeightedELBO, Loss, MonteCarloELBO,
                      RenyiELBO, elbo_terms, resolve_loss)
 from .mcmc import HMC, NUTS, MCMCState
-from .svi import SVI
+from .svi import SVI, NumPyroSVIKernel, NumPyroSVIState, PyroSVIKernel, PyroSVIState, SVIInfo
 
 __all__ = ["Inference", "Kernel", "Result", "ClosedForm", "ClosedFormState", "EM", "EMState", "MCMCState", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial",
            "Loss", "resolve_loss", "MonteCarloELBO", "AnalyticKLELBO", "ImportanceWeightedELBO", "RenyiELBO",

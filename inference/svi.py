@@ -65,7 +65,8 @@ from .diffusion import DiffusionLoss
 from .losses import (SVI_LOSSES, ELBOLoss, EnumeratedELBO, call_loss, importance_bound, latent_weight, loss_class,
                      loss_name, loss_options, pyro_generator, resolve_loss)
 
-__all__ = ["SVI", "SVIInfo", "ELBOS", "LOCAL_GUIDES", "GLOBAL_GUIDES", "importance_bound"]
+__all__ = ["SVI", "SVIInfo", "PyroSVIState", "PyroSVIKernel", "NumPyroSVIState", "NumPyroSVIKernel", "ELBOS",
+           "LOCAL_GUIDES", "GLOBAL_GUIDES", "importance_bound"]
 
 ELBOS = SVI_LOSSES
 LOCAL_GUIDES = ("amortized", "per_example")
@@ -281,31 +282,9 @@ class SVI(Inference):
         return self.steps
 
     # ---- protocol ----------------------------------------------------------------------
-    def bind(self, program):  # transitional: the dict state becomes a NamedTuple in the next commit
-        alg = self
-
-        class _Bound(Kernel):
-            def init(self, batch, seed):
-                return alg.init(program, batch, seed)
-
-            def step(self, state, batch):
-                return alg.step(state, batch)
-
-            def evaluate(self, state, batch):
-                return alg.evaluate(state, batch)
-
-            def result(self, state, batch=None):
-                return alg.result(state, batch)
-
-            def state_arrays(self, state):
-                return alg.state_arrays(state)
-
-            def restore_state(self, state, arrays, meta):
-                return alg.restore_state(state, arrays, meta)
-
-        return _Bound(self, program)
-
-    def init(self, program, batch, seed):
+    def bind(self, program) -> Kernel:
+        """This SVI bound to ``program``: a :class:`PyroSVIKernel` or :class:`NumPyroSVIKernel`.
+        Refuses, before any work, an automatic guide over per-example latents with minibatches."""
         structure = program.extras.get("structure")
         if (structure is not None and structure.local_latents and program.guide is None
                 and self.batch_size_for(program.num_data) < program.num_data):
@@ -313,23 +292,8 @@ class SVI(Inference):
                 f"an automatic guide keeps one value of {list(structure.local_latents)} per training row, and "
                 f"minibatches cannot say which rows they hold to it: pass batch_size=None (full batches), or write "
                 f"a guide that draws them from x (amortised) and pass Program(model, guide)")
-        impl = _PyroSVI if program.backend == "pyro" else _NumPyroSVI
-        return impl.init(self, program, batch, seed)
-
-    def step(self, state, batch):
-        return state["impl"].step(self, state, batch)
-
-    def evaluate(self, state, batch) -> float:
-        return state["impl"].evaluate(self, state, batch)
-
-    def result(self, state, batch=None) -> Result:
-        return state["impl"].result(self, state, batch)
-
-    def state_arrays(self, state):
-        return state["impl"].state_arrays(self, state)
-
-    def restore_state(self, state, arrays, meta):
-        return state["impl"].restore_state(self, state, arrays, meta)
+        kernel = PyroSVIKernel if program.backend == "pyro" else NumPyroSVIKernel
+        return kernel(self, program)
 
 
 _AUTO_GUIDE_CLASSES = {"normal": "AutoNormal", "multivariate_normal": "AutoMultivariateNormal",
@@ -430,70 +394,119 @@ def _latent_site_names(be, model, batch):
 # ======================================================================================
 # Pyro
 # ======================================================================================
-class _PyroSVI:
-    @staticmethod
-    def _auto_guide(svi: SVI, name: str, model, program, device="cpu"):
+class PyroSVIState(NamedTuple):
+    """SVI's changing data in the Pyro backend.
+
+    The optimiser is torch's own object, which holds its moments and the parameters it updates
+    in place (torch's idiom: data, like the tensors it holds, not a rule; the learning rate of
+    each step is set from ``step`` by the kernel). Like the parameters, it is updated in place,
+    so an earlier state shares its arrays with the later ones.
+
+    Attributes:
+        step: optimisation steps taken.
+        params: the param store's unconstrained parameters by name (torch tensors).
+        optimizer: ``torch.optim.Adam`` (or Pyro's ``ClippedAdam``) over ``params``.
+        ema: the moving average of ``params`` by name, or None (``SVI(ema=0)``).
+        rng: torch's RNG state (a uint8 tensor) that the next step draws from.
+    """
+
+    step: int
+    params: dict
+    optimizer: Any
+    ema: Optional[dict]
+    rng: Any
+
+
+class PyroSVIKernel(Kernel):
+    """SVI bound to a Pyro program. What the first batch settles (the device of an automatic
+    guide, the parameters' constraints) is made by :meth:`init`.
+
+    Attributes:
+        be: the Pyro backend.
+        loss: the loss object (``SVI.loss()``).
+        gamma: the learning rate's decay per step (``lr * gamma**step`` at ``step``).
+        evaluation, training: the BuiltPrograms the loss sees outside and inside optimisation
+            steps (networks in evaluation and training mode; an automatic guide in place).
+        model, guide: the evaluation program's model and guide (posterior draws).
+        constraints: the param store's constraints by parameter name.
+        generator: the ``torch.Generator`` the loss draws from (torch's default one on the device).
+        batch: the first batch (where :meth:`result` draws a posterior when given none).
+    """
+
+    def __init__(self, inference: SVI, program):
+        super().__init__(inference, program)
+        self.be = get_backend("pyro")
+        self.loss = inference.loss()
+        self.gamma = inference.lr_decay ** (1.0 / max(inference.num_steps(program.num_data), 1))
+        self.evaluation = self.training = self.model = self.guide = None
+        self.constraints: dict = {}
+        self.generator = self.batch = None
+
+    def _auto_guide(self, name: str, model, device="cpu"):
         import pyro.infer.autoguide as autoguide
 
         init = autoguide.init_to_median
-        if program.init_values is not None:
-            be = get_backend("pyro")
-            values = {k: be.asarray(v, "float32", device) for k, v in program.init_values(0).items()}
+        if self.program.init_values is not None:
+            values = {k: self.be.asarray(v, "float32", device) for k, v in self.program.init_values(0).items()}
             init = autoguide.initialization.init_to_value(values=values, fallback=init)
-        return _make_auto_guide(svi, name, model, autoguide, init)
+        return _make_auto_guide(self.inference, name, model, autoguide, init)
 
-    @classmethod
-    def _loss(cls, state, batch, training: bool = False):
+    def _store(self, state: PyroSVIState) -> dict:
+        """The param store's state that ``pyro.get_param_store().scope`` takes."""
+        return {"params": state.params, "constraints": self.constraints}
+
+    def _loss(self, params: dict, batch, training: bool = False):
         """The loss object on ``batch`` (within the fit's param store and RNG): (value, metrics);
         ``training``: on the program whose networks run in training mode (an optimisation step)."""
-        program = state["train_program" if training else "loss_program"]
-        return call_loss(state["loss"], program, _StoreParams(state["store"]["params"]), batch, state["generator"])
+        program = self.training if training else self.evaluation
+        return call_loss(self.loss, program, _StoreParams(params), batch, self.generator)
 
-    @classmethod
-    def init(cls, svi: SVI, program, batch, seed):
+    def lr_at(self, step: int) -> float:
+        """The learning rate of (0-based) ``step``: ``lr`` decayed exponentially to ``lr * lr_decay``."""
+        return self.inference.lr * self.gamma ** step
+
+    def init(self, batch, seed) -> PyroSVIState:
         import pyro
         import torch
 
-        be = get_backend("pyro")
-        evaluation, training = _loss_programs(
-            svi, program, lambda name, model: cls._auto_guide(svi, name, model, program, batch["x"].device))
-        state = {"impl": cls, "program": program, "model": evaluation.model, "guide": evaluation.guide,
-                 "loss": svi.loss(), "loss_program": evaluation, "train_program": training,
-                 "generator": pyro_generator(batch["x"].device),
-                 "store": {"params": {}, "constraints": {}}, "rng": None, "batch": batch, "step": 0}
-        store = pyro.get_param_store()
-        with store.scope(state["store"]), be.rng(state, seed):
-            cls._loss(state, batch)  # the first call creates the parameters
-        params = list(state["store"]["params"].values())
-        for p in params:
-            p.requires_grad_(True)
+        svi = self.inference
+        device = batch["x"].device
+        self.evaluation, self.training = _loss_programs(
+            svi, self.program, lambda name, model: self._auto_guide(name, model, device))
+        self.model, self.guide = self.evaluation.model, self.evaluation.guide
+        self.generator = pyro_generator(device)
+        self.batch = batch
+        store, rng = {"params": {}, "constraints": {}}, {"rng": None}
+        with pyro.get_param_store().scope(store), self.be.rng(rng, seed):
+            self._loss(store["params"], batch)  # the first call creates the parameters
+        # the store takes a program's initial tensor itself as an unconstrained parameter: the fit
+        # optimises a copy, so the program keeps its initial values (another kernel of it starts
+        # from them too); nn.Parameters (pyro.module, automatic guides) are their modules' own
+        params = {n: (p.detach().clone() if type(p) is torch.Tensor else p).requires_grad_(True)
+                  for n, p in store["params"].items()}
+        self.constraints = store["constraints"]
         if svi.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=svi.lr)
+            opt = torch.optim.Adam(list(params.values()), lr=svi.lr)
         else:
             from pyro.optim.clipped_adam import ClippedAdam
 
-            opt = ClippedAdam(params, lr=svi.lr, clip_norm=svi.clip_norm)
-        gamma = svi.lr_decay ** (1.0 / max(svi.num_steps(program.num_data), 1))
-        state["optimizer"] = opt
-        state["schedule"] = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-        state["ema"] = {n: p.detach().clone() for n, p in state["store"]["params"].items()} if svi.ema else None
-        return state
+            opt = ClippedAdam(list(params.values()), lr=svi.lr, clip_norm=svi.clip_norm)
+        ema = {n: p.detach().clone() for n, p in params.items()} if svi.ema else None
+        return PyroSVIState(step=0, params=params, optimizer=opt, ema=ema, rng=rng["rng"])
 
-    @staticmethod
     @contextlib.contextmanager
-    def _averaged(state):
-        """The parameter store holds the moving average (if any) within this context."""
+    def _averaged(self, state: PyroSVIState):
+        """The parameters hold the moving average (if any) within this context."""
         import torch
 
-        ema = state.get("ema")
-        if not ema:
+        if not state.ema:
             yield
             return
-        params = state["store"]["params"]
+        params = state.params
         with torch.no_grad():
             saved = {n: p.detach().clone() for n, p in params.items()}
             for n, p in params.items():
-                p.copy_(ema[n])
+                p.copy_(state.ema[n])
         try:
             yield
         finally:
@@ -501,83 +514,79 @@ class _PyroSVI:
                 for n, p in params.items():
                     p.copy_(saved[n])
 
-    @classmethod
-    def step(cls, svi, state, batch):
+    def step(self, state, batch):
         import pyro
 
-        be = get_backend("pyro")
-        opt = state["optimizer"]
-        beta = svi.beta_at(state["step"])
+        svi = self.inference
+        opt = state.optimizer
+        beta = svi.beta_at(state.step)
         if svi._weighs_latents:
             batch = dict(batch, beta=beta)
-        state["step"] += 1
-        with pyro.get_param_store().scope(state["store"]), be.rng(state):
+        _set_lr(opt, self.lr_at(state.step))
+        rng = {"rng": state.rng}
+        with pyro.get_param_store().scope(self._store(state)), self.be.rng(rng):
             opt.zero_grad(set_to_none=True)
-            loss, metrics = cls._loss(state, batch, training=True)
+            loss, metrics = self._loss(state.params, batch, training=True)
             loss.backward()
             value = loss.item()
             opt.step()
-            state["schedule"].step()
-        if state["ema"] is not None:
+        if state.ema is not None:
             import torch
 
             with torch.no_grad():
-                names = list(state["ema"])
-                torch._foreach_lerp_([state["ema"][n] for n in names],
-                                     [state["store"]["params"][n].detach() for n in names],
-                                     1.0 - svi.ema_decay_at(state["step"] - 1))
-        return state, _info(value / state["program"].num_data, beta, metrics)
+                names = list(state.ema)
+                torch._foreach_lerp_([state.ema[n] for n in names], [state.params[n].detach() for n in names],
+                                     1.0 - svi.ema_decay_at(state.step))
+        state = state._replace(step=state.step + 1, rng=rng["rng"])
+        return state, _info(value / self.program.num_data, beta, metrics)
 
-    @classmethod
-    def evaluate(cls, svi, state, batch):
+    def evaluate(self, state, batch) -> float:
         import pyro
         import torch
 
-        be = get_backend("pyro")
-        rng = {"rng": None}
-        with pyro.get_param_store().scope(state["store"]), be.rng(rng, 0), torch.no_grad(), cls._averaged(state):
-            value = float(cls._loss(state, batch)[0])
-        return value / state["program"].num_data
+        with pyro.get_param_store().scope(self._store(state)), self.be.rng({"rng": None}, 0), torch.no_grad(), \
+                self._averaged(state):
+            value = float(self._loss(state.params, batch)[0])
+        return value / self.program.num_data
 
-    @classmethod
-    def result(cls, svi, state, batch=None):
+    def result(self, state, batch=None) -> Result:
         import pyro
 
-        be = get_backend("pyro")
-        program = state["program"]
-        with pyro.get_param_store().scope(state["store"]) as scope, cls._averaged(state):
-            # copies: the store gets the raw parameters back when the average is swapped out
-            params = {name: np.array(be.to_numpy(pyro.param(name))) for name in scope["params"]}
+        be, program = self.be, self.program
+        with pyro.get_param_store().scope(self._store(state)), self._averaged(state):
+            # copies: the parameters get their raw values back when the average is swapped out
+            params = {name: np.array(be.to_numpy(pyro.param(name))) for name in state.params}
             posterior = None
             if program.form in ("bayesian", "user"):
-                batch = batch or state["batch"]
-                posterior = _pyro_guide_draws(state["model"], state["guide"], batch, svi.num_samples)
+                batch = batch or self.batch
+                posterior = _pyro_guide_draws(self.model, self.guide, batch, self.inference.num_samples)
         return Result(params=_model_params(program, params), posterior=_global_draws(program, posterior))
 
-    @classmethod
-    def state_arrays(cls, svi, state):
-        be = get_backend("pyro")
-        names = list(state["store"]["params"])
-        arrays = {f"store/{n}": be.to_numpy(p) for n, p in state["store"]["params"].items()}
-        opt_state = state["optimizer"].state_dict()
-        meta = {"names": names, "param_groups": opt_state["param_groups"],
-                "schedule": state["schedule"].state_dict(), "optimizer_keys": {}, "step": state["step"]}
+    # ---- checkpoints -------------------------------------------------------------------
+    def state_arrays(self, state):
+        be = self.be
+        arrays = {f"store/{n}": be.to_numpy(p) for n, p in state.params.items()}
+        opt_state = state.optimizer.state_dict()
+        meta = {"names": list(state.params), "param_groups": opt_state["param_groups"], "optimizer_keys": {},
+                "step": state.step}
         for i, entry in opt_state["state"].items():
             meta["optimizer_keys"][str(i)] = {}
             for key, value in entry.items():
                 arr = be.to_numpy(value) if hasattr(value, "detach") else np.asarray(value)
                 arrays[f"optimizer/{i}/{key}"] = arr
                 meta["optimizer_keys"][str(i)][key] = bool(hasattr(value, "detach"))
-        arrays["rng"] = be.to_numpy(state["rng"])
-        for n, value in (state["ema"] or {}).items():
+        arrays["rng"] = be.to_numpy(state.rng)
+        for n, value in (state.ema or {}).items():
             arrays[f"ema/{n}"] = be.to_numpy(value)
         return arrays, meta
 
-    @classmethod
-    def restore_state(cls, svi, state, arrays, meta):
+    def restore_state(self, state, arrays, meta):
+        """``state`` with a checkpoint's values, continuing on this run's learning rate and
+        schedule (a checkpoint's ``meta["schedule"]``, written before the rate was set from the
+        step, is not needed)."""
         import torch
 
-        params = state["store"]["params"]
+        params = state.params
         if list(params) != meta["names"]:
             from ppgen.errors import CheckpointError
 
@@ -589,28 +598,25 @@ class _PyroSVI:
         opt_state = {"state": {}, "param_groups": meta["param_groups"]}
         for i, keys in meta["optimizer_keys"].items():
             opt_state["state"][int(i)] = {
-                k: (torch.as_tensor(arrays[f"optimizer/{i}/{k}"]) if is_tensor
+                k: (torch.tensor(arrays[f"optimizer/{i}/{k}"]) if is_tensor  # copies: updated in place
                     else arrays[f"optimizer/{i}/{k}"].item()) for k, is_tensor in keys.items()}
-        state["optimizer"].load_state_dict(opt_state)
-        gamma = state["schedule"].gamma  # this run's schedule (its lr, lr_decay and number of steps)
-        state["schedule"].load_state_dict(meta["schedule"])
-        if state["schedule"].gamma != gamma or any(lr != svi.lr for lr in state["schedule"].base_lrs):
-            # resumed with another learning rate or schedule: continue on this run's schedule
-            state["schedule"].gamma = gamma
-            state["schedule"].base_lrs = [svi.lr for _ in state["optimizer"].param_groups]
-            for group in state["optimizer"].param_groups:
-                group["initial_lr"], group["lr"] = svi.lr, svi.lr * gamma ** int(meta.get("step", 0))
-        for group in state["optimizer"].param_groups:
+        state.optimizer.load_state_dict(opt_state)
+        step = int(meta.get("step", 0))
+        _set_lr(state.optimizer, self.lr_at(step))
+        for group in state.optimizer.param_groups:
             if "clip_norm" in group:
-                group["clip_norm"] = svi.clip_norm
-        state["rng"] = torch.as_tensor(arrays["rng"])
-        state["step"] = int(meta.get("step", 0))
-        if state["ema"] is not None:
-            _require_ema(arrays, state["ema"])
+                group["clip_norm"] = self.inference.clip_norm
+        if state.ema is not None:
+            _require_ema(arrays, state.ema)
             with torch.no_grad():
-                for n, value in state["ema"].items():
+                for n, value in state.ema.items():
                     value.copy_(torch.as_tensor(arrays[f"ema/{n}"]))
-        return state
+        return state._replace(step=step, rng=torch.as_tensor(arrays["rng"]))
+
+
+def _set_lr(opt, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def _require_ema(arrays: dict, names) -> None:
@@ -667,41 +673,57 @@ def _pyro_guide_draws(model, guide, batch, num: int) -> dict:
 # ======================================================================================
 # NumPyro
 # ======================================================================================
-class _NumPyroSVI:
-    @staticmethod
-    def _auto_guide(svi: SVI, name: str, model, program):
-        import jax.numpy as jnp
-        import numpyro.infer.autoguide as autoguide
-        from numpyro.infer import init_to_median, init_to_value
+class NumPyroSVIState(NamedTuple):
+    """SVI's changing data in the NumPyro backend.
 
-        init = init_to_median
-        if program.init_values is not None:
-            values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in program.init_values(0).items()}
-            init = init_to_value(values=values)
-        return _make_auto_guide(svi, name, model, autoguide, init)
+    Attributes:
+        step: optimisation steps taken.
+        svi_state: ``numpyro.infer.svi.SVIState``: the optimiser's state (the unconstrained
+            parameters and Adam's moments), the mutable state and the JAX key of the next step.
+        ema: the moving average of the unconstrained parameters by name, or None (``SVI(ema=0)``).
+    """
 
-    @classmethod
-    def init(cls, svi: SVI, program, batch, seed):
+    step: int
+    svi_state: Any
+    ema: Optional[dict]
+
+
+class NumPyroSVIKernel(Kernel):
+    """SVI bound to a NumPyro program: the programs the loss sees, NumPyro's SVI engine and the
+    jitted update and evaluation, made once for the run.
+
+    Attributes:
+        loss: the loss object (``SVI.loss()``).
+        evaluation, training: the BuiltPrograms the loss sees outside and inside optimisation
+            steps (networks in evaluation and training mode; an automatic guide in place).
+        model, guide: the evaluation program's model and guide.
+        engine: ``numpyro.infer.SVI`` over them (its optimiser, and after :meth:`init` the map
+            from unconstrained to constrained parameters).
+        update: jitted ``(svi_state, ema, batch, decay) -> (svi_state, ema, loss, metrics)``.
+        loss_of: jitted ``(svi_state, ema, batch) -> loss`` (evaluation mode, averaged parameters).
+        batch: the first batch (where :meth:`result` draws a posterior when given none).
+    """
+
+    def __init__(self, inference: SVI, program):
         import jax
         import numpyro
         import numpyro.infer as ni
         from numpyro.infer.svi import SVIState
 
-        evaluation, training = _loss_programs(svi, program,
-                                              lambda name, model: cls._auto_guide(svi, name, model, program))
-        model, guide = evaluation.model, evaluation.guide
+        super().__init__(inference, program)
+        svi = inference
+        self.evaluation, self.training = _loss_programs(svi, program, self._auto_guide)
+        self.model, self.guide = self.evaluation.model, self.evaluation.guide
         total = max(svi.num_steps(program.num_data), 1)
         schedule = (lambda i: svi.lr * svi.lr_decay ** (i / total)) if svi.lr_decay < 1 else svi.lr
         if svi.optimizer == "adam":
             optim = numpyro.optim.Adam(step_size=schedule)
         else:
             optim = numpyro.optim.ClippedAdam(step_size=schedule, clip_norm=svi.clip_norm)
-        loss = svi.loss()
-        engine = ni.SVI(model, guide, optim, _NumPyroLoss(loss, evaluation))
-        # a diffusion model's program runs all T steps per example: find its parameters on one row
-        first = {k: (v[:1] if hasattr(v, "shape") and v.ndim else v) for k, v in batch.items()} \
-            if isinstance(loss, DiffusionLoss) else batch
-        svi_state = engine.init(jax.random.PRNGKey(seed), **first)
+        self.loss = loss = svi.loss()
+        self.engine = engine = ni.SVI(self.model, self.guide, optim, _NumPyroLoss(loss, self.evaluation))
+        self.batch = None
+        evaluation, training = self.evaluation, self.training
 
         def objective(raw, b, key, on=evaluation):
             return call_loss(loss, on, engine.constrain_fn(raw), b, key)
@@ -721,82 +743,95 @@ class _NumPyroSVI:
             raw = engine.optim.get_params(st.optim_state) if ema is None else ema
             return objective(raw, b, key)[0]
 
-        ema = engine.optim.get_params(svi_state.optim_state) if svi.ema else None
-        return {"impl": cls, "program": program, "engine": engine, "svi_state": svi_state, "ema": ema,
-                "model": model, "guide": guide, "batch": batch, "step": 0,
-                "update": jax.jit(update), "loss": jax.jit(evaluate)}
+        self.update = jax.jit(update)
+        self.loss_of = jax.jit(evaluate)
 
-    @classmethod
-    def step(cls, svi, state, batch):
-        beta = svi.beta_at(state["step"])
+    def _auto_guide(self, name: str, model):
+        import jax.numpy as jnp
+        import numpyro.infer.autoguide as autoguide
+        from numpyro.infer import init_to_median, init_to_value
+
+        init = init_to_median
+        if self.program.init_values is not None:
+            values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in self.program.init_values(0).items()}
+            init = init_to_value(values=values)
+        return _make_auto_guide(self.inference, name, model, autoguide, init)
+
+    def init(self, batch, seed) -> NumPyroSVIState:
+        import jax
+
+        # a diffusion model's program runs all T steps per example: find its parameters on one row
+        first = {k: (v[:1] if hasattr(v, "shape") and v.ndim else v) for k, v in batch.items()} \
+            if isinstance(self.loss, DiffusionLoss) else batch
+        svi_state = self.engine.init(jax.random.PRNGKey(seed), **first)
+        self.batch = batch
+        ema = self.engine.optim.get_params(svi_state.optim_state) if self.inference.ema else None
+        return NumPyroSVIState(step=0, svi_state=svi_state, ema=ema)
+
+    def step(self, state, batch):
+        svi = self.inference
+        beta = svi.beta_at(state.step)
         if svi._weighs_latents:  # Python floats: traced as weakly typed scalars, no recompilation, no transfer
             batch = dict(batch, beta=beta)
-        decay = svi.ema_decay_at(state["step"])
-        state["step"] += 1
-        svi_state, state["ema"], loss, metrics = state["update"](state["svi_state"], state["ema"], batch, decay)
-        state["svi_state"] = svi_state
+        decay = svi.ema_decay_at(state.step)
+        svi_state, ema, loss, metrics = self.update(state.svi_state, state.ema, batch, decay)
         if metrics:
             import jax
 
             metrics = jax.device_get(metrics)
-        return state, _info(float(loss) / state["program"].num_data, beta, metrics)
+        state = NumPyroSVIState(step=state.step + 1, svi_state=svi_state, ema=ema)
+        return state, _info(float(loss) / self.program.num_data, beta, metrics)
 
-    @classmethod
-    def evaluate(cls, svi, state, batch):
-        return float(state["loss"](state["svi_state"], state["ema"], batch)) / state["program"].num_data
+    def evaluate(self, state, batch) -> float:
+        return float(self.loss_of(state.svi_state, state.ema, batch)) / self.program.num_data
 
-    @classmethod
-    def result(cls, svi, state, batch=None):
+    def result(self, state, batch=None) -> Result:
         import jax
+        from numpyro import handlers
         from numpyro.infer import Predictive
 
-        program = state["program"]
-        engine = state["engine"]
-        params = engine.get_params(state["svi_state"]) if state["ema"] is None else engine.constrain_fn(state["ema"])
+        program, engine = self.program, self.engine
+        params = engine.get_params(state.svi_state) if state.ema is None else engine.constrain_fn(state.ema)
         posterior = None
         if program.form in ("bayesian", "user"):
-            batch = batch or state["batch"]
+            batch = batch or self.batch
             be = get_backend("numpyro")
-            latent = _latent_site_names(be, _substituted(state["guide"], params), batch)
-            from numpyro import handlers
-
-            tr = handlers.trace(handlers.seed(handlers.substitute(state["model"], params), 0)).get_trace(**batch)
+            latent = _latent_site_names(be, _substituted(self.guide, params), batch)
+            tr = handlers.trace(handlers.seed(handlers.substitute(self.model, params), 0)).get_trace(**batch)
             deterministic = [n for n, s in tr.items() if s["type"] == "deterministic"]
-            draws = Predictive(state["model"], guide=state["guide"], params=params,
-                               num_samples=svi.num_samples, return_sites=latent + deterministic)(
-                jax.random.PRNGKey(0), **batch)
+            draws = Predictive(self.model, guide=self.guide, params=params, num_samples=self.inference.num_samples,
+                               return_sites=latent + deterministic)(jax.random.PRNGKey(0), **batch)
             posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
         return Result(params=get_backend("numpyro").flatten_params(_model_params(program, params)),
                       posterior=_global_draws(program, posterior))
 
-    @classmethod
-    def state_arrays(cls, svi, state):
+    # ---- checkpoints -------------------------------------------------------------------
+    def state_arrays(self, state):
         import jax
 
-        leaves = jax.tree_util.tree_leaves(state["svi_state"])
+        leaves = jax.tree_util.tree_leaves(state.svi_state)
         arrays = {f"leaf/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-        for n, value in (state["ema"] or {}).items():
+        for n, value in (state.ema or {}).items():
             arrays[f"ema/{n}"] = np.asarray(value)
-        return arrays, {"num_leaves": len(leaves), "step": state["step"]}
+        return arrays, {"num_leaves": len(leaves), "step": state.step}
 
-    @classmethod
-    def restore_state(cls, svi, state, arrays, meta):
+    def restore_state(self, state, arrays, meta):
         import jax
         import jax.numpy as jnp
 
-        leaves, treedef = jax.tree_util.tree_flatten(state["svi_state"])
+        leaves, treedef = jax.tree_util.tree_flatten(state.svi_state)
         if len(leaves) != meta["num_leaves"]:
             from ppgen.errors import CheckpointError
 
             raise CheckpointError(f"checkpoint has {meta['num_leaves']} optimiser arrays; this program "
                                   f"has {len(leaves)}: it was written by a different model or guide")
         new = [jnp.asarray(arrays[f"leaf/{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
-        state["svi_state"] = jax.tree_util.tree_unflatten(treedef, new)
-        state["step"] = int(meta.get("step", 0))
-        if state["ema"] is not None:
-            _require_ema(arrays, state["ema"])
-            state["ema"] = {n: jnp.asarray(arrays[f"ema/{n}"], dtype=v.dtype) for n, v in state["ema"].items()}
-        return state
+        ema = state.ema
+        if ema is not None:
+            _require_ema(arrays, ema)
+            ema = {n: jnp.asarray(arrays[f"ema/{n}"], dtype=v.dtype) for n, v in ema.items()}
+        return NumPyroSVIState(step=int(meta.get("step", 0)), svi_state=jax.tree_util.tree_unflatten(treedef, new),
+                               ema=ema)
 
 
 def _substituted(fn, params):

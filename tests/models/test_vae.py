@@ -272,18 +272,20 @@ def test_ema_of_parameters_is_the_fits_result(backend):
     program = spec.build(backend, "latent", data=x)
     batch = {"x": be.asarray(x[:20]), "index": be.ppl.index(np.arange(20))}
 
+    kernel = alg.bind(program)
+
     def raw(state):
         if backend == "pyro":
-            return {k: v.detach().numpy().copy() for k, v in state["store"]["params"].items()}
-        return {k: np.asarray(v) for k, v in state["engine"].optim.get_params(state["svi_state"].optim_state).items()}
+            return {k: v.detach().numpy().copy() for k, v in state.params.items()}
+        return {k: np.asarray(v) for k, v in kernel.engine.optim.get_params(state.svi_state.optim_state).items()}
 
-    state = alg.init(program, batch, seed=0)
+    state = kernel.init(batch, seed=0)
     ema = raw(state)
     for _ in range(5):
-        state, _ = alg.step(state, batch)
+        state, _ = kernel.step(state, batch)
         ema = {k: 0.6 * ema[k] + 0.4 * v for k, v in raw(state).items()}
         assert not np.allclose(raw(state)["decoder.0.weight"], ema["decoder.0.weight"])
-    params = alg.result(state).params
+    params = kernel.result(state).params
     for k in ema:
         np.testing.assert_allclose(params[k], ema[k], rtol=1e-5, atol=1e-6)
     assert alg.ema_decay_at(0) == 0.6
