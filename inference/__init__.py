@@ -34,4 +34,5 @@ from .svi import SVI, NumPyroSVIKernel, NumPyroSVIState, PyroSVIKernel, PyroSVIS
 __all__ = ["Inference", "Kernel", "Result", "ClosedForm", "ClosedFormState", "EM", "EMState", "MCMCState", "SVI", "NUTS", "HMC", "DiffusionLoss", "Adversarial",
            "Loss", "resolve_loss", "MonteCarloELBO", "AnalyticKLELBO", "ImportanceWeightedELBO", "RenyiELBO",
            "EnumeratedELBO", "AdversarialLoss", "GeneratorLoss", "DiscriminatorLoss", "elbo_terms", "ELBOTerms",
-           "info_with_metrics", "TorchGameKernel", "TorchGameState", "JaxGameKernel", "JaxGameState"]
+           "info_with_metrics", "SVIInfo", "PyroSVIKernel", "PyroSVIState", "NumPyroSVIKernel", "NumPyroSVIState",
+           "TorchGameKernel", "TorchGameState", "JaxGameKernel", "JaxGameState"]

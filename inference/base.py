@@ -102,7 +102,10 @@ class Inference(Config):
         """The family guide the algorithm wants built (local guides), or None."""
         return None
 
-    def _refuse(self, model, what: str) -> None:
+    def refuse(self, model, what: str) -> None:
+        """Raise IncompatibleInference: this algorithm cannot fit ``model`` because of ``what``
+        (or the family's own reason in ``model.refusals``), naming the algorithms that can. For
+        :meth:`form_for`, a person's own algorithm included."""
         from ppgen.registry import working_inference
 
         reason = model.refusals.get(self.name) or what

@@ -33,7 +33,7 @@ class ClosedForm(Inference):
 
     def form_for(self, model) -> str:
         if "closed_form" not in model.methods:
-            self._refuse(model, "it has no closed-form maximum-likelihood solution")
+            self.refuse(model, "it has no closed-form maximum-likelihood solution")
         return "marginal"
 
     def bind(self, program) -> "ClosedFormKernel":

@@ -93,7 +93,7 @@ class EM(Inference):
 
     def form_for(self, model) -> str:
         if "em" not in model.methods:
-            self._refuse(model, "it has no closed-form E and M steps")
+            self.refuse(model, "it has no closed-form E and M steps")
         return "marginal"
 
     def num_steps(self, num_data: int) -> int:

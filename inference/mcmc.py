@@ -55,7 +55,7 @@ class _MCMC(Inference):
         if model.family == "program":
             return "user"
         if "bayesian" not in model.forms:
-            self._refuse(model, "it has per-example latents and network weights, which "
+            self.refuse(model, "it has per-example latents and network weights, which "
                                 "Hamiltonian Monte Carlo cannot sample")
         return "bayesian"
 

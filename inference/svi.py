@@ -60,7 +60,7 @@ import numpy as np
 from ppgen.backends import get_backend
 from ppgen.errors import ConfigError
 
-from .base import Inference, Kernel, Result
+from .base import Inference, Kernel, Result, info_with_metrics
 from .diffusion import DiffusionLoss
 from .losses import (SVI_LOSSES, ELBOLoss, EnumeratedELBO, call_loss, importance_bound, latent_weight, loss_class,
                      loss_name, loss_options, pyro_generator, resolve_loss)
@@ -213,7 +213,7 @@ class SVI(Inference):
         loss = self.loss()
         name = loss_name(loss)
         if isinstance(loss, DiffusionLoss) and not model.diffusion:
-            self._refuse(model, f"elbo={name!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
+            self.refuse(model, f"elbo={name!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
                                 f"and {type(model).__name__} is not a diffusion model; use models.DDPM, or an ELBO "
                                 f"such as 'meanfield'")
         refusal = model.elbo_refusals.get(name) if isinstance(loss, (ELBOLoss, DiffusionLoss)) else None
@@ -222,7 +222,7 @@ class SVI(Inference):
         if model.discrete_latents:
             # discrete per-example latents: enumerated (elbo="enum") or summed out, never guided
             if self.guide in LOCAL_GUIDES:
-                self._refuse(model, f"its discrete latents {list(model.discrete_latents)} are enumerated or "
+                self.refuse(model, f"its discrete latents {list(model.discrete_latents)} are enumerated or "
                                     f"summed out, not guided, so it has no guide {self.guide!r}; use "
                                     f"guide='auto' (point estimates) or one of {list(GLOBAL_GUIDES)} (posterior)")
             if self.guide == "auto":
@@ -230,12 +230,12 @@ class SVI(Inference):
             return "bayesian"
         if self.guide in LOCAL_GUIDES or (self.guide == "auto" and "latent" in model.forms):
             if self.guide != "auto" and self.guide not in local:
-                self._refuse(model, f"it has no guide {self.guide!r} (its local guides: {list(local)})")
+                self.refuse(model, f"it has no guide {self.guide!r} (its local guides: {list(local)})")
             if "latent" not in model.forms:
-                self._refuse(model, "it has no per-example latent form")
+                self.refuse(model, "it has no per-example latent form")
             return "latent"
         if "bayesian" not in model.forms:
-            self._refuse(model, f"guide={self.guide!r} needs priors on the global parameters, and "
+            self.refuse(model, f"guide={self.guide!r} needs priors on the global parameters, and "
                                 f"this family has none; use guide='auto'")
         return "bayesian"
 
@@ -369,23 +369,6 @@ class _StoreParams(Mapping):
 
 
 @functools.lru_cache(maxsize=None)
-def _info_class(names: tuple):
-    """SVIInfo with a loss object's metrics as extra fields (the history records every field)."""
-    reserved = {"loss", "beta", "step", "epoch", "seconds"}
-    bad = [n for n in names if n in reserved or not n.isidentifier() or n.startswith("_")]
-    if bad:
-        raise ConfigError(f"a loss's metric {bad[0]!r} cannot be a history column: metric names are identifiers, "
-                          f"not starting with '_', other than {sorted(reserved)}; rename it")
-    return NamedTuple("SVIInfo", [("loss", float), ("beta", float)] + [(n, float) for n in names])
-
-
-def _info(loss: float, beta: float, metrics: dict):
-    if not metrics:
-        return SVIInfo(loss, beta)
-    values = (float(v.detach()) if hasattr(v, "detach") else float(v) for v in metrics.values())
-    return _info_class(tuple(metrics))(loss, beta, *values)
-
-
 def _latent_site_names(be, model, batch):
     sites = be.trace(model, 0, **batch)
     return [n for n, s in sites.items() if not s.get("is_observed") and not n.startswith("_")]
@@ -538,7 +521,7 @@ class PyroSVIKernel(Kernel):
                 torch._foreach_lerp_([state.ema[n] for n in names], [state.params[n].detach() for n in names],
                                      1.0 - svi.ema_decay_at(state.step))
         state = state._replace(step=state.step + 1, rng=rng["rng"])
-        return state, _info(value / self.program.num_data, beta, metrics)
+        return state, info_with_metrics(SVIInfo(value / self.program.num_data, beta), metrics)
 
     def evaluate(self, state, batch) -> float:
         import pyro
@@ -780,7 +763,7 @@ class NumPyroSVIKernel(Kernel):
 
             metrics = jax.device_get(metrics)
         state = NumPyroSVIState(step=state.step + 1, svi_state=svi_state, ema=ema)
-        return state, _info(float(loss) / self.program.num_data, beta, metrics)
+        return state, info_with_metrics(SVIInfo(float(loss) / self.program.num_data, beta), metrics)
 
     def evaluate(self, state, batch) -> float:
         return float(self.loss_of(state.svi_state, state.ema, batch)) / self.program.num_data

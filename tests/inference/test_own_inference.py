@@ -41,7 +41,7 @@ class PriorImportance(inference.Inference):
 
     def form_for(self, model) -> str:
         if model.family != "program":
-            self._refuse(model, "this example serves user programs only")
+            self.refuse(model, "this example serves user programs only")
         return "user"
 
     def bind(self, program):
