@@ -516,7 +516,7 @@ class Adversarial(Inference):
     def form_for(self, model) -> str:
         if model.family == "program" or "adversarial" not in model.methods:
             self.refuse(model, "adversarial training fits implicit models (models.GAN, models.CGAN) and "
-                                "adversarial autoencoders (models.AAE)")
+                               "adversarial autoencoders (models.AAE)")
         if not model.has_discriminator and self.loss is not None:
             raise ConfigError(f"Adversarial(loss={self.loss!r}): {type(model).__name__}(regularizer='mmd') is WAE-MMD, "
                               f"which has no discriminator; drop loss= or use regularizer='adversarial'")

@@ -56,7 +56,7 @@ class _MCMC(Inference):
             return "user"
         if "bayesian" not in model.forms:
             self.refuse(model, "it has per-example latents and network weights, which "
-                                "Hamiltonian Monte Carlo cannot sample")
+                               "Hamiltonian Monte Carlo cannot sample")
         return "bayesian"
 
     def bind(self, program) -> "MCMCKernel":

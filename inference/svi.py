@@ -214,8 +214,8 @@ class SVI(Inference):
         name = loss_name(loss)
         if isinstance(loss, DiffusionLoss) and not model.diffusion:
             self.refuse(model, f"elbo={name!r} is a diffusion loss (simple ε-MSE, variational bound, hybrid), "
-                                f"and {type(model).__name__} is not a diffusion model; use models.DDPM, or an ELBO "
-                                f"such as 'meanfield'")
+                               f"and {type(model).__name__} is not a diffusion model; use models.DDPM, or an ELBO "
+                               f"such as 'meanfield'")
         refusal = model.elbo_refusals.get(name) if isinstance(loss, (ELBOLoss, DiffusionLoss)) else None
         if refusal:
             raise ConfigError(f"SVI(elbo={name!r}) cannot fit {type(model).__name__}: {refusal}")
@@ -223,8 +223,8 @@ class SVI(Inference):
             # discrete per-example latents: enumerated (elbo="enum") or summed out, never guided
             if self.guide in LOCAL_GUIDES:
                 self.refuse(model, f"its discrete latents {list(model.discrete_latents)} are enumerated or "
-                                    f"summed out, not guided, so it has no guide {self.guide!r}; use "
-                                    f"guide='auto' (point estimates) or one of {list(GLOBAL_GUIDES)} (posterior)")
+                                   f"summed out, not guided, so it has no guide {self.guide!r}; use "
+                                   f"guide='auto' (point estimates) or one of {list(GLOBAL_GUIDES)} (posterior)")
             if self.guide == "auto":
                 return "latent" if isinstance(loss, EnumeratedELBO) else "marginal"
             return "bayesian"
@@ -236,7 +236,7 @@ class SVI(Inference):
             return "latent"
         if "bayesian" not in model.forms:
             self.refuse(model, f"guide={self.guide!r} needs priors on the global parameters, and "
-                                f"this family has none; use guide='auto'")
+                               f"this family has none; use guide='auto'")
         return "bayesian"
 
     def guide_for(self, model) -> Optional[str]:
@@ -368,7 +368,6 @@ class _StoreParams(Mapping):
         return len(self.raw)
 
 
-@functools.lru_cache(maxsize=None)
 def _latent_site_names(be, model, batch):
     sites = be.trace(model, 0, **batch)
     return [n for n, s in sites.items() if not s.get("is_observed") and not n.startswith("_")]
