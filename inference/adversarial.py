@@ -633,7 +633,23 @@ class TorchGameState(NamedTuple):
     seed: int
 
 
-class TorchGameKernel(Kernel):
+class _GameKernel(Kernel):
+    """What both backends' game kernels read once from the algorithm and the model's game."""
+
+    def __init__(self, inference: Adversarial, program):
+        super().__init__(inference, program)
+        self.game = program.extras["game"]
+        self.settings = inference.settings()
+        self.losses = inference.game()
+        self.generator_loss = self.losses.generator
+        self.discriminator_loss = self.losses.discriminator if self.game.has_discriminator else None
+        self.critic_steps = self.settings["critic_steps"]
+        self.players = {p: tuple(names) for p, names in self.game.players.items()}
+        self.schedules = _schedules(inference, self.settings, program.num_data)
+        self.clip_weights = isinstance(self.losses, AdversarialLoss) and self.losses.weight_clipping
+
+
+class TorchGameKernel(_GameKernel):
     """:class:`Adversarial` bound to a Pyro program: the alternating updates in PyTorch.
 
     Attributes (fixed for the run, besides ``inference`` and ``program``):
@@ -655,15 +671,6 @@ class TorchGameKernel(Kernel):
     def __init__(self, inference: Adversarial, program):
         super().__init__(inference, program)
         self.be = get_backend("pyro")
-        self.game = program.extras["game"]
-        self.settings = inference.settings()
-        self.losses = inference.game()
-        self.generator_loss = self.losses.generator
-        self.discriminator_loss = self.losses.discriminator if self.game.has_discriminator else None
-        self.critic_steps = self.settings["critic_steps"]
-        self.players = {p: tuple(names) for p, names in self.game.players.items()}
-        self.schedules = _schedules(inference, self.settings, program.num_data)
-        self.clip_weights = isinstance(self.losses, AdversarialLoss) and self.losses.weight_clipping
         self._checked = set()  # the built-in players already checked once
 
     def init(self, batch, seed) -> TorchGameState:
@@ -889,7 +896,7 @@ class JaxGameState(NamedTuple):
     key: Any
 
 
-class JaxGameKernel(Kernel):
+class JaxGameKernel(_GameKernel):
     """:class:`Adversarial` bound to a NumPyro program: each step one compiled JAX function.
 
     Attributes (fixed for the run, besides ``inference`` and ``program``):
@@ -906,15 +913,6 @@ class JaxGameKernel(Kernel):
         from jax.example_libraries import optimizers
 
         super().__init__(inference, program)
-        self.game = program.extras["game"]
-        self.settings = inference.settings()
-        self.losses = inference.game()
-        self.generator_loss = self.losses.generator
-        self.discriminator_loss = self.losses.discriminator if self.game.has_discriminator else None
-        self.critic_steps = self.settings["critic_steps"]
-        self.players = {p: tuple(names) for p, names in self.game.players.items()}
-        self.schedules = _schedules(inference, self.settings, program.num_data)
-        self.clip_weights = isinstance(self.losses, AdversarialLoss) and self.losses.weight_clipping
         b1, b2 = self.settings["betas"]
         self.optimizers = {p: optimizers.adam(self.schedules[p], b1=b1, b2=b2)
                            for p, names in self.players.items() if names}
