@@ -348,24 +348,27 @@ def _loss_programs(svi, program, auto_guide) -> tuple:
 
 
 class _StoreParams(Mapping):
-    """The Pyro parameters a loss object sees: the param store's, by name, constrained (what
-    ``pyro.param(name)`` returns), read when looked up (within the fit's store scope)."""
-
-    def __init__(self, raw: dict):
-        self.raw = raw
+    """The Pyro parameters a loss object sees: those of the param store in use (the fit's,
+    within its scope), by name, constrained (what ``pyro.param(name)`` returns), read when looked
+    up. A parameter the program creates during the call (the first call, at ``init``) is there
+    as soon as the program has made it."""
 
     def __getitem__(self, name):
         import pyro
 
-        if name not in self.raw:
+        if name not in pyro.get_param_store():
             raise KeyError(name)
         return pyro.param(name)
 
     def __iter__(self):
-        return iter(list(self.raw))
+        import pyro
+
+        return iter(list(pyro.get_param_store().keys()))
 
     def __len__(self):
-        return len(self.raw)
+        import pyro
+
+        return len(pyro.get_param_store())
 
 
 def _latent_site_names(be, model, batch):
@@ -437,11 +440,11 @@ class PyroSVIKernel(Kernel):
         """The param store's state that ``pyro.get_param_store().scope`` takes."""
         return {"params": state.params, "constraints": self.constraints}
 
-    def _loss(self, params: dict, batch, training: bool = False):
+    def _loss(self, batch, training: bool = False):
         """The loss object on ``batch`` (within the fit's param store and RNG): (value, metrics);
         ``training``: on the program whose networks run in training mode (an optimisation step)."""
         program = self.training if training else self.evaluation
-        return call_loss(self.loss, program, _StoreParams(params), batch, self.generator)
+        return call_loss(self.loss, program, _StoreParams(), batch, self.generator)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of (0-based) ``step``: ``lr`` decayed exponentially to ``lr * lr_decay``."""
@@ -460,7 +463,7 @@ class PyroSVIKernel(Kernel):
         self.batch = batch
         store, rng = {"params": {}, "constraints": {}}, {"rng": None}
         with pyro.get_param_store().scope(store), self.be.rng(rng, seed):
-            self._loss(store["params"], batch)  # the first call creates the parameters
+            self._loss(batch)  # the first call creates the parameters
         # the store takes a program's initial tensor itself as an unconstrained parameter: the fit
         # optimises a copy, so the program keeps its initial values (another kernel of it starts
         # from them too); nn.Parameters (pyro.module, automatic guides) are their modules' own
@@ -508,7 +511,7 @@ class PyroSVIKernel(Kernel):
         rng = {"rng": state.rng}
         with pyro.get_param_store().scope(self._store(state)), self.be.rng(rng):
             opt.zero_grad(set_to_none=True)
-            loss, metrics = self._loss(state.params, batch, training=True)
+            loss, metrics = self._loss(batch, training=True)
             loss.backward()
             value = loss.item()
             opt.step()
@@ -528,7 +531,7 @@ class PyroSVIKernel(Kernel):
 
         with pyro.get_param_store().scope(self._store(state)), self.be.rng({"rng": None}, 0), torch.no_grad(), \
                 self._averaged(state):
-            value = float(self._loss(state.params, batch)[0])
+            value = float(self._loss(batch)[0])
         return value / self.program.num_data
 
     def result(self, state, batch=None) -> Result:

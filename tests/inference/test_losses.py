@@ -144,6 +144,26 @@ def test_a_persons_own_loss_fits_a_vae(loss, backend):
     assert fit.inference.state_signature()["elbo"] == loss.name
 
 
+class WeightDecay:
+    """The ELBO plus an L2 penalty on the decoder's weights, read from ``params`` (which, in Pyro,
+    holds the parameters the program has made, from its very first call)."""
+
+    name = "weight_decay"
+
+    def __call__(self, program, params, batch, rng):
+        value, _ = inference.resolve_loss("meanfield")(program, params, batch, rng)
+        l2 = (params["decoder.0.weight"] ** 2).sum()  # by name, on the first call too
+        return value + 1e-2 * l2, {"l2": l2}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_persons_loss_reads_the_parameters(backend):
+    fit = ppgen.fit(_vae(), X, inference.SVI(elbo=WeightDecay(), steps=3, batch_size=32), backend=backend, seed=0)
+    expected = float((fit.params["decoder.0.weight"] ** 2).sum())
+    assert [h["l2"] > 0 for h in fit.history] == [True] * 3
+    assert fit.history[-1]["l2"] == pytest.approx(expected, rel=0.05)  # one Adam step before the fit's end
+
+
 def _svi_fit(loss, backend):
     return ppgen.fit(_vae(), X, inference.SVI(elbo=loss, steps=2, batch_size=32), backend=backend)
 
