@@ -56,7 +56,7 @@ from ppgen.backends import get_backend
 from ppgen.config import Config, NameOrObject
 from ppgen.errors import CheckpointError, ConfigError, DataError
 
-from .base import Inference, Kernel, Result, info_with_metrics
+from .base import Inference, Kernel, Result, info_with_metrics, set_learning_rate, torch_average_
 from .losses import ADVERSARIAL_LOSSES, LossConfig, call_loss, loss_name, pyro_generator
 
 __all__ = ["Adversarial", "AdversarialInfo", "TorchGameKernel", "TorchGameState", "JaxGameKernel", "JaxGameState",
@@ -713,7 +713,7 @@ class TorchGameKernel(_GameKernel):
                     loss, metrics = self._call(self.discriminator_loss, params, chunk, rng)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    _set_lr(opt, lr(step * k + j))
+                    set_learning_rate(opt, lr(step * k + j))
                     opt.step()
                     if self.clip_weights:
                         with torch.no_grad():
@@ -734,13 +734,10 @@ class TorchGameKernel(_GameKernel):
             grads = torch.autograd.grad(g_loss, generator)
             for p, g in zip(generator, grads):
                 p.grad = g
-            _set_lr(opt, self.schedules["generator"](step))
+            set_learning_rate(opt, self.schedules["generator"](step))
             opt.step()
         if state.ema is not None:
-            with torch.no_grad():
-                names = list(state.ema)
-                torch._foreach_lerp_([state.ema[n] for n in names], [params[n].detach() for n in names],
-                                     1.0 - self.inference.ema)
+            torch_average_(state.ema, params, self.inference.ema)
         # the step's numbers as floats, with one transfer from the device for all of them
         g_extra = {n: v for n, v in extra.items() if n not in ("reconstruction", "penalty")}
         d_extra = [v for values in d_metrics.values() for v in values]
@@ -827,11 +824,6 @@ def _seeded_rng_state(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return torch.get_rng_state()
-
-
-def _set_lr(opt, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
 
 
 def _require_names(params: dict, arrays: dict) -> None:

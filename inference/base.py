@@ -12,7 +12,7 @@ import numpy as np
 from ppgen.config import Config
 from ppgen.errors import IncompatibleInference
 
-__all__ = ["Inference", "Kernel", "Result", "Plan", "info_with_metrics"]
+__all__ = ["Inference", "Kernel", "Result", "Plan", "info_with_metrics", "set_learning_rate", "torch_average_"]
 
 
 class Result(NamedTuple):
@@ -235,6 +235,22 @@ def info_with_metrics(info: tuple, metrics: dict) -> tuple:
         return info
     values = [float(v.detach()) if hasattr(v, "detach") else float(v) for v in metrics.values()]
     return _info_class(type(info), tuple(metrics))(*info, *values)
+
+
+def set_learning_rate(optimizer, lr: float) -> None:
+    """Set every parameter group of a torch optimiser to ``lr`` (the Pyro kernels' schedules)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def torch_average_(average: dict, params: dict, decay: float) -> None:
+    """The moving average by name, in place: ``average ← decay · average + (1 − decay) · params``
+    (one fused update over every tensor, without gradients)."""
+    import torch
+
+    names = list(average)
+    with torch.no_grad():
+        torch._foreach_lerp_([average[n] for n in names], [params[n].detach() for n in names], 1.0 - decay)
 
 
 def _model_label(model) -> str:

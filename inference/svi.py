@@ -60,7 +60,7 @@ import numpy as np
 from ppgen.backends import get_backend
 from ppgen.errors import ConfigError
 
-from .base import Inference, Kernel, Result, info_with_metrics
+from .base import Inference, Kernel, Result, info_with_metrics, set_learning_rate, torch_average_
 from .diffusion import DiffusionLoss
 from .losses import (SVI_LOSSES, ELBOLoss, EnumeratedELBO, call_loss, importance_bound, latent_weight, loss_class,
                      loss_name, loss_options, pyro_generator, resolve_loss)
@@ -507,7 +507,7 @@ class PyroSVIKernel(Kernel):
         beta = svi.beta_at(state.step)
         if svi._weighs_latents:
             batch = dict(batch, beta=beta)
-        _set_lr(opt, self.lr_at(state.step))
+        set_learning_rate(opt, self.lr_at(state.step))
         rng = {"rng": state.rng}
         with pyro.get_param_store().scope(self._store(state)), self.be.rng(rng):
             opt.zero_grad(set_to_none=True)
@@ -516,12 +516,7 @@ class PyroSVIKernel(Kernel):
             value = loss.item()
             opt.step()
         if state.ema is not None:
-            import torch
-
-            with torch.no_grad():
-                names = list(state.ema)
-                torch._foreach_lerp_([state.ema[n] for n in names], [state.params[n].detach() for n in names],
-                                     1.0 - svi.ema_decay_at(state.step))
+            torch_average_(state.ema, state.params, svi.ema_decay_at(state.step))
         state = state._replace(step=state.step + 1, rng=rng["rng"])
         return state, info_with_metrics(SVIInfo(value / self.program.num_data, beta), metrics)
 
@@ -587,7 +582,7 @@ class PyroSVIKernel(Kernel):
                     else arrays[f"optimizer/{i}/{k}"].item()) for k, is_tensor in keys.items()}
         state.optimizer.load_state_dict(opt_state)
         step = int(meta.get("step", 0))
-        _set_lr(state.optimizer, self.lr_at(step))
+        set_learning_rate(state.optimizer, self.lr_at(step))
         for group in state.optimizer.param_groups:
             if "clip_norm" in group:
                 group["clip_norm"] = self.inference.clip_norm
@@ -597,11 +592,6 @@ class PyroSVIKernel(Kernel):
                 for n, value in state.ema.items():
                     value.copy_(torch.as_tensor(arrays[f"ema/{n}"]))
         return state._replace(step=step, rng=torch.as_tensor(arrays["rng"]))
-
-
-def _set_lr(opt, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
 
 
 def _require_ema(arrays: dict, names) -> None:
